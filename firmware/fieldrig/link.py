@@ -26,11 +26,18 @@ PROTOCOL_VERSION = 1
 # Message types (one byte). Ranges: 0x0x session, 0x1x telemetry stream,
 # 0x2x reliable stream (rig -> edge), 0x3x acknowledgements, 0x4x commands (edge -> rig).
 MSG_HELLO = 0x01
+MSG_SYNC = 0x02
+MSG_SYNC_REPLY = 0x03
 MSG_SAMPLE = 0x10
 MSG_EVENT = 0x20
 MSG_REPLY = 0x21
 MSG_ACK = 0x30
 MSG_COMMAND = 0x40
+
+# Stream ids (ACK body) and the 'nothing acknowledged yet' value.
+STREAM_TELEMETRY = 0x10
+STREAM_RELIABLE = 0x20
+ACK_NONE = 0xFFFFFFFF
 
 HEADER_FMT = "<BBI"
 HEADER_LEN = 6

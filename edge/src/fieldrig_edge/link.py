@@ -16,11 +16,18 @@ from cobs import cobs
 PROTOCOL_VERSION = 1
 
 MSG_HELLO = 0x01
+MSG_SYNC = 0x02
+MSG_SYNC_REPLY = 0x03
 MSG_SAMPLE = 0x10
 MSG_EVENT = 0x20
 MSG_REPLY = 0x21
 MSG_ACK = 0x30
 MSG_COMMAND = 0x40
+
+# Stream ids (ACK body) and the 'nothing acknowledged yet' value.
+STREAM_TELEMETRY = 0x10
+STREAM_RELIABLE = 0x20
+ACK_NONE = 0xFFFFFFFF
 
 HEADER = struct.Struct("<BBI")
 CRC = struct.Struct("<I")
