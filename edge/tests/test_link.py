@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from fieldrig_edge import link
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from fieldrig_edge import link
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[2] / "docs/contracts/link_v1_vectors.json").read_text())

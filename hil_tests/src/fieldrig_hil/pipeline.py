@@ -16,7 +16,6 @@ from fieldrig_cloud.influx import InfluxHttp
 from fieldrig_cloud.ingester import Ingester
 from fieldrig_cloud.schema import CELL_SAMPLE, DATABASE
 from fieldrig_edge.gateway import BrokerConfig, Gateway, RigConfig
-
 from fieldrig_hil.services import FirmwareRig, InfluxDB, Mosquitto
 
 

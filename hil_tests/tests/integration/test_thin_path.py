@@ -9,6 +9,7 @@ import importlib.util
 from collections.abc import Callable
 
 import httpx
+
 from fieldrig_hil.pipeline import run_thin_path
 from fieldrig_hil.services import REPO_ROOT, FirmwareRig, InfluxDB, Mosquitto
 
