@@ -12,7 +12,8 @@ demo: system-deps $(STAMP)
 	$(BIN)/fieldrig-demo $(DEMO_ARGS)
 
 test: system-deps $(STAMP)
-	$(BIN)/tox $(TOX_ARGS)
+	@rm -rf .tox/reports
+	@$(BIN)/tox $(TOX_ARGS); status=$$?; $(BIN)/python tools/test_summary.py .tox/reports; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/tox -e lint
