@@ -1,0 +1,79 @@
+"""The firmware's own board build and drivers against the wired chip models.
+
+MicroPython only: the drivers import ``micropython`` and call ``time`` directly, so this
+module puts hil_tests/mp/vtime (virtual ``time``) first on the path. A failure here is an
+integration finding between the drivers and the models -- read both datasheets."""
+
+import sys
+
+_here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+sys.path.insert(0, _here + "/../vtime")
+
+MICROPYTHON_ONLY = True
+
+import machine  # noqa: E402
+import wiring  # noqa: E402
+from benchutil import BENCH, fresh  # noqa: E402
+
+
+class _NoLink:
+    def write(self, data):
+        return True
+
+    def readinto(self, buf):
+        return 0
+
+
+def build():
+    fresh()
+    import time
+
+    assert time.__file__.endswith("vtime/time.py"), time.__file__
+    w = wiring.Wiring()
+    from boards import pico2w
+
+    drivers = pico2w.build({}, machine=machine, link=_NoLink())
+    return w, drivers
+
+
+def test_adc_driver_init_and_cell_reading():
+    w, d = build()
+    adc = d["adc"]
+    adc.init()
+    assert w.adc.reg(2) == adc.mode_value() and w.adc.data_rate_hz == 1000
+    w.apply_inputs(cell_v=3.2, cell_i_a=0.0015)
+    v, i_ma = adc.read_cell()
+    assert abs(v - 3.2) < 1e-5 and abs(i_ma - 1.5) < 1e-4
+    assert adc.crc_errors == 0 and BENCH.error_count() == 0
+
+
+def test_adc_driver_counts_injected_crc_errors():
+    w, d = build()
+    adc = d["adc"]
+    adc.init()
+    w.adc.corrupt_crc(3)
+    good = sum(1 for _ in range(10) if adc.read_frame())
+    assert good == 7 and adc.crc_errors == 3
+
+
+def test_dac_rtd_loadcell_press_heater_drivers():
+    w, d = build()
+    d["dac"].set_fraction(0.25)
+    w.apply_inputs(range_index=2)
+    assert abs(w.read_outputs()["cmd_current_a"] - 0.025) < 1e-6
+    rtd = d["rtd"]
+    rtd.init()
+    w.apply_inputs(temp_c=60.0)
+    BENCH.advance_ms(45)
+    assert abs(rtd.read_temperature_c() - 60.0) < 0.1
+    lc = d["loadcell"]
+    lc.init()
+    press = d["press"]
+    press.init()
+    assert w.press.microsteps == 16 and w.press.ifcnt == 3
+    press.enable()
+    press.move(160)
+    assert w.press.steps == 160 and abs(w.press_travel_mm() - (5.0 + 0.1)) < 1e-9
+    d["heater"].set_duty(0.5)
+    assert abs(w.heater.power_w - 10.0) < 1e-3
+    assert BENCH.error_count() == 0, BENCH.errors
