@@ -109,13 +109,13 @@ def cobs_decode_into(src, n, dst):
     return out
 
 
-def pack_packet(buf, msg_type, seq, body, body_len):
-    """Write header + body + CRC into buf; return packet length."""
+def pack_packet(buf, msg_type, seq, body, body_len, offset=0):
+    """Write header + body[offset:offset + body_len] + CRC into buf; return packet length."""
     if body_len > MAX_BODY:
         raise LinkError("body too long")
     struct.pack_into(HEADER_FMT, buf, 0, PROTOCOL_VERSION, msg_type, seq)
     for i in range(body_len):
-        buf[HEADER_LEN + i] = body[i]
+        buf[HEADER_LEN + i] = body[offset + i]
     end = HEADER_LEN + body_len
     struct.pack_into("<I", buf, end, crc32(memoryview(buf)[:end]) & 0xFFFFFFFF)
     return end + CRC_LEN
@@ -144,11 +144,14 @@ class FrameEncoder:
         self._wire_mv = memoryview(self._wire)
         self._sample = bytearray(SAMPLE_LEN)
 
-    def frame(self, msg_type, seq, body, body_len=-1):
-        """Return a memoryview of the complete wire frame (valid until the next call)."""
+    def frame(self, msg_type, seq, body, body_len=-1, offset=0):
+        """Return a memoryview of the complete wire frame (valid until the next call).
+
+        The body is ``body[offset:offset + body_len]`` (an offset into a ring buffer
+        saves slicing, i.e. an allocation, per retransmitted sample)."""
         if body_len < 0:
-            body_len = len(body)
-        n = pack_packet(self._packet, msg_type, seq, body, body_len)
+            body_len = len(body) - offset
+        n = pack_packet(self._packet, msg_type, seq, body, body_len, offset)
         m = cobs_encode_into(self._packet, n, self._wire)
         self._wire[m] = 0
         return self._wire_mv[: m + 1]
