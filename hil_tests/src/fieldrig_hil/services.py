@@ -25,6 +25,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fieldrig_hil.firmware_build import host_build
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
 
@@ -258,6 +260,8 @@ class FirmwareRig(Service):
     period_ms: int = 100
     heap: str = "256K"
     extra_args: dict[str, str] = field(default_factory=dict)
+    # Run from .mpy files as on the board (source compilation alone needs ~170 KiB).
+    precompiled: bool = True
 
     def start(self, timeout_s: float = 15.0) -> FirmwareRig:
         exe = micropython_binary()
@@ -267,13 +271,20 @@ class FirmwareRig(Service):
         args = {"board": self.board, "port": str(self.port), "rig": self.rig_id,
                 "samples": str(self.samples), "period_ms": str(self.period_ms),
                 **self.extra_args}
-        argv = [exe, "-X", f"heapsize={self.heap}", str(FIRMWARE_DIR / "main.py")]
+        if self.precompiled:
+            # Import main.mpy as a module: a script path would put firmware/ (the
+            # sources) first on sys.path.
+            code_dir = host_build()
+            argv = [exe, "-X", f"heapsize={self.heap}", "-m", "main"]
+        else:
+            code_dir = FIRMWARE_DIR
+            argv = [exe, "-X", f"heapsize={self.heap}", str(FIRMWARE_DIR / "main.py")]
         for k, v in args.items():
             argv += [f"--{k}", v]
-        env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_DIR}:.frozen")
+        env = dict(os.environ, MICROPYPATH=f"{code_dir}:.frozen")
         log = self.workdir / f"{self.rig_id}.log"
         with log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, cwd=FIRMWARE_DIR, env=env, stdout=out,
+            self.proc = subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=out,
                                          stderr=subprocess.STDOUT)
         wait_for(lambda: b"listening" in log.read_bytes(), timeout_s,
                  f"firmware {self.rig_id}", self.proc, log)

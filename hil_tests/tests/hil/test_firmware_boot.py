@@ -1,6 +1,10 @@
-"""The firmware, as deployed, boots under the MicroPython unix port inside the heap a
-Pico 2 W leaves it (128 KiB), greets the edge with HELLO and streams numbered samples.
-The bench grows from here: the same process later gets emulated buses and a cell."""
+"""The firmware, as deployed (.mpy, as on the board), boots under the MicroPython unix
+port with its full link stack on a real socket inside a 160 KiB heap, greets the edge
+with HELLO and streams numbered samples.
+
+Heap: on this 64-bit port objects are about twice their size on the RP2350, and the
+loops alone run in 128 KiB (firmware/tests/test_steady.py); the socket transport and
+argument parsing of the unix board need the extra (budget in docs/firmware.md)."""
 
 from __future__ import annotations
 
@@ -27,10 +31,10 @@ def read_packets(port: int, want: int, timeout_s: float = 20.0) -> list[link.Pac
     return out
 
 
-def test_boots_in_128k_heap_and_streams_numbered_samples(
+def test_deployed_firmware_boots_in_budget_heap_and_streams_numbered_samples(
     start_rig: Callable[..., FirmwareRig],
 ) -> None:
-    rig = start_rig(rig_id="rig-heap", samples=200, period_ms=1, heap="128K")
+    rig = start_rig(rig_id="rig-heap", samples=200, period_ms=1, heap="160K")
     packets = read_packets(rig.port, 201)
     assert packets[0].msg_type == link.MSG_HELLO
     hello = json.loads(packets[0].body)
