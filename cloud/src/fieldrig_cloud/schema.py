@@ -1,63 +1,481 @@
 """InfluxDB schema (contract: docs/influxdb.md) and MQTT payload -> line protocol.
 
-Points are keyed by measurement + tags (site, rig, cell, run) + the sample's UTC time
-from the edge, so a redelivered message overwrites itself: writes are idempotent.
-Line protocol is produced by influxdb-client's ``Point`` (escaping, number types).
+Every point's key is measurement + tags + time, and every time comes from the payload
+(the rig's clock mapped to UTC at the edge), never from the ingester's clock, so a
+redelivered message overwrites itself: writes are idempotent. The few records that have
+no time of their own (a status without ``time_ns``, a dead letter) use the receipt time
+and are documented as at-least-once.
+
+The topic is authoritative for site, rig and gateway: the broker's ACL lets a gateway
+publish only its own rigs' topics, so a payload naming another rig than its topic is
+rejected (it would otherwise write into that rig's series past the ACL).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
-from influxdb_client.client.write.point import Point
-from influxdb_client.domain.write_precision import WritePrecision
+from fieldrig_cloud import lineproto
+from fieldrig_cloud.lineproto import FieldValue
 
 SCHEMA_VERSION = 1
 DATABASE = "fieldrig"
+TOPIC_ROOT = "fieldrig/v1"
+
+# Measurements.
 CELL_SAMPLE = "cell_sample"
+ACTUATOR_STATE = "actuator_state"
+IMPEDANCE = "impedance"
+EVENT = "event"
+EIS_SPECTRUM = "eis_spectrum"
+EIS_FIT = "eis_fit"
+RIG_STATUS = "rig_status"
+GATEWAY_HEALTH = "gateway_health"
+PIPELINE_HEALTH = "pipeline_health"
+DEAD_LETTER = "dead_letter"
+CCD_RESULT = "ccd_result"
+RUN_SUMMARY = "run_summary"
+
 TAGS = ("site", "rig", "cell", "run")
 SAMPLE_FLOAT_FIELDS = ("cell_voltage_v", "cell_current_ma", "cell_temp_c", "stack_pressure_mpa")
-SAMPLE_INT_FIELDS = ("seq", "rig_state")
+SAMPLE_INT_FIELDS = ("seq", "rig_state")  # required; the float fields may be null
+# Optional per-sample fields: where a recipe is (cell_sample), what the rig is told to
+# do (actuator_state) and the dendrite watch's single-frequency impedance (impedance).
+SAMPLE_OPTIONAL_INT_FIELDS = ("step", "cycle")
+ACTUATOR_FIELDS = ("current_setpoint_ma", "temp_setpoint_c", "pressure_setpoint_mpa",
+                   "heater_duty", "pulse_on_us", "pulse_off_us")
+IMPEDANCE_FIELDS = ("z_freq_hz", "z_mag_ohm", "z_phase_deg")
+
+MAX_SAMPLES_PER_MESSAGE = 20_000
+MAX_EIS_POINTS = 2_000
+MAX_EVENTS_PER_MESSAGE = 1_000
+MAX_STRING_FIELD = 1_024
+INT64_MAX = 2**63 - 1
+
+# Event name -> severity when the payload names none. Alarms are what the fleet view
+# and the alert rules count.
+ALARM_EVENTS = frozenset({
+    "short", "hard_short", "soft_short", "dendrite_suspected", "dendrite_alarm",
+    "interlock", "overtemp", "overpressure", "safe_state",
+})
+WARNING_EVENTS = frozenset({"telemetry_dropped", "crack_suspected", "void_suspected",
+                            "link_lost", "recipe_aborted"})
 
 
 class PayloadError(ValueError):
-    """A telemetry payload that does not follow the MQTT contract."""
+    """A payload that does not follow the MQTT contract."""
 
 
-def telemetry_points(payload: Any) -> list[str]:
-    """Validate a telemetry payload (schema 1) and return its line-protocol points."""
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed topic of the tree ``fieldrig/v1/{site}/{rig}/{leaf}`` or
+    ``fieldrig/v1/{site}/gateway/{gw}/{leaf}``."""
+
+    site: str
+    leaf: str
+    rig: str | None = None
+    gateway: str | None = None
+
+
+def parse_topic(topic: str) -> Topic:
+    parts = topic.split("/")
+    if parts[:2] != TOPIC_ROOT.split("/"):
+        raise PayloadError(f"topic {topic!r} is outside {TOPIC_ROOT}/")
+    rest = parts[2:]
+    if len(rest) == 3 and all(rest):
+        return Topic(site=rest[0], rig=rest[1], leaf=rest[2])
+    if len(rest) == 4 and rest[1] == "gateway" and all(rest):
+        return Topic(site=rest[0], gateway=rest[2], leaf=rest[3])
+    raise PayloadError(f"topic {topic!r} does not match the topic tree")
+
+
+def _reject_constant(name: str) -> Any:
+    raise PayloadError(f"{name} is not a number line protocol can store")
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON without NaN/Infinity (Python's json accepts them; InfluxDB cannot store them)."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"payload is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"payload is not JSON: {exc}") from exc
+
+
+def _check_tag(name: str, value: str) -> str:
+    # Tags are series keys: short, printable, and writable unambiguously.
+    if len(value) > 128 or not value.isprintable() or value.endswith("\\"):
+        raise PayloadError(f"tag {name} {value[:40]!r} must be 1..128 printable characters "
+                           "not ending in a backslash")
+    return value
+
+
+def _check_time(t: Any, what: str) -> int:
+    if not isinstance(t, int) or isinstance(t, bool) or not 0 < t <= INT64_MAX:
+        raise PayloadError(f"{what}: bad time_ns")
+    return t
+
+
+def _envelope(payload: Any, topic: Topic | None, require: tuple[str, ...]) -> dict[str, str]:
+    """Check schema version and identity; return the tags (site, rig, cell, run, boot)."""
     if not isinstance(payload, dict):
         raise PayloadError("payload is not a JSON object")
     if payload.get("schema") != SCHEMA_VERSION:
         raise PayloadError(f"unsupported schema {payload.get('schema')!r}")
-    tags = {}
+    tags: dict[str, str] = {}
+    from_topic = {"site": topic.site if topic else None, "rig": topic.rig if topic else None}
     for tag in TAGS:
         value = payload.get(tag)
+        if value is None and (tag not in require or from_topic.get(tag)):
+            continue
         if not isinstance(value, str) or not value:
             raise PayloadError(f"missing or empty tag {tag!r}")
-        tags[tag] = value
+        tags[tag] = _check_tag(tag, value)
+    # Fill identity from the topic when the payload omits it; refuse a contradiction.
+    for tag, topic_value in from_topic.items():
+        if not topic_value:
+            continue
+        if tag in tags and tags[tag] != topic_value:
+            raise PayloadError(
+                f"payload {tag} {tags[tag]!r} does not match topic {tag} {topic_value!r}")
+        tags[tag] = topic_value
+    boot = payload.get("boot")
+    if boot is not None:
+        if isinstance(boot, bool) or not isinstance(boot, int | str) or boot == "":
+            raise PayloadError("'boot' must be an integer or a non-empty string")
+        tags["boot"] = _check_tag("boot", str(boot))
+    return tags
+
+
+def _int(s: dict[str, Any], name: str, where: str) -> int:
+    v = s.get(name)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise PayloadError(f"{where}: {name} must be an integer")
+    return v
+
+
+def _float(s: dict[str, Any], name: str, where: str) -> float:
+    v = s.get(name)
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        raise PayloadError(f"{where}: {name} must be a number")
+    f = float(v)
+    if not math.isfinite(f):
+        raise PayloadError(f"{where}: {name} must be finite")
+    return f
+
+
+_CELL_INT = tuple((n, lineproto.escape_key(n)) for n in SAMPLE_INT_FIELDS)
+_CELL_FLOAT = tuple((n, lineproto.escape_key(n)) for n in SAMPLE_FLOAT_FIELDS)
+
+
+def telemetry_points(payload: Any, topic: Topic | None = None) -> list[str]:
+    """Validate a telemetry payload (schema 1) and return its line-protocol points.
+
+    Each sample becomes one ``cell_sample`` point; samples that carry set-points or a
+    single-frequency impedance also yield ``actuator_state`` / ``impedance`` points
+    at the same time and tags. The whole message is rejected on the first bad sample,
+    so a message is stored completely or not at all.
+    """
+    tags = _envelope(payload, topic, TAGS)
     samples = payload.get("samples")
     if not isinstance(samples, list):
         raise PayloadError("'samples' is not a list")
-    lines = []
+    if len(samples) > MAX_SAMPLES_PER_MESSAGE:
+        raise PayloadError(f"{len(samples)} samples exceed {MAX_SAMPLES_PER_MESSAGE}")
+    cell_prefix = lineproto.tag_prefix(CELL_SAMPLE, tags)
+    act_prefix: str | None = None
+    imp_prefix: str | None = None
+    ff = lineproto.format_float
+    optional = _OPTIONAL_SAMPLE_KEYS
+    lines: list[str] = []
     for i, s in enumerate(samples):
-        if not isinstance(s, dict):
-            raise PayloadError(f"sample {i} is not an object")
-        t = s.get("time_ns")
-        if not isinstance(t, int) or isinstance(t, bool) or t <= 0:
-            raise PayloadError(f"sample {i}: bad time_ns")
-        p = Point(CELL_SAMPLE)
-        for k, v in tags.items():
-            p = p.tag(k, v)
-        for name in SAMPLE_INT_FIELDS:
-            iv = s.get(name)
-            if not isinstance(iv, int) or isinstance(iv, bool):
-                raise PayloadError(f"sample {i}: {name} must be an integer")
-            p = p.field(name, iv)
-        for name in SAMPLE_FLOAT_FIELDS:
-            fv = s.get(name)
-            if not isinstance(fv, (int, float)) or isinstance(fv, bool):
-                raise PayloadError(f"sample {i}: {name} must be a number")
-            p = p.field(name, float(fv))
-        lines.append(p.time(t, WritePrecision.NS).to_line_protocol())
+        # Fast path for the common, valid sample (this loop is the ingester's hot spot:
+        # exact type tests and no per-field calls); anything unusual goes to
+        # _sample_fields, which validates field by field and names the fault.
+        try:
+            t, seq, state = s["time_ns"], s["seq"], s["rig_state"]
+            v, cur, temp, p = (s["cell_voltage_v"], s["cell_current_ma"], s["cell_temp_c"],
+                               s["stack_pressure_mpa"])
+        except (KeyError, TypeError):
+            t = None
+        if (type(t) is int and 0 < t <= INT64_MAX and type(seq) is int
+                and type(state) is int and optional.isdisjoint(s)):
+            if (type(v) is float and type(cur) is float and type(temp) is float
+                    and type(p) is float and v - v == 0.0 and cur - cur == 0.0
+                    and temp - temp == 0.0 and p - p == 0.0):
+                lines.append(f"{cell_prefix} seq={seq}i,rig_state={state}i,"
+                             f"cell_voltage_v={ff(v)},cell_current_ma={ff(cur)},"
+                             f"cell_temp_c={ff(temp)},stack_pressure_mpa={ff(p)} {t}")
+                continue
+        t, cell, act, imp = _sample_fields(s, i)
+        lines.append(f"{cell_prefix} {cell} {t}")
+        if act:
+            act_prefix = act_prefix or lineproto.tag_prefix(ACTUATOR_STATE, tags)
+            lines.append(f"{act_prefix} {act} {t}")
+        if imp:
+            imp_prefix = imp_prefix or lineproto.tag_prefix(IMPEDANCE, tags)
+            lines.append(f"{imp_prefix} {imp} {t}")
     return lines
+
+
+_OPTIONAL_SAMPLE_KEYS = frozenset((*SAMPLE_OPTIONAL_INT_FIELDS, *ACTUATOR_FIELDS,
+                                   *IMPEDANCE_FIELDS))
+
+
+def _sample_fields(s: Any, i: int) -> tuple[int, str, str, str]:
+    """Validate one sample field by field: (time, cell_sample fields, actuator_state
+    fields or "", impedance fields or ""); PayloadError names the first fault."""
+    where = f"sample {i}"
+    if not isinstance(s, dict):
+        raise PayloadError(f"{where} is not an object")
+    t = _check_time(s.get("time_ns"), where)
+    ff = lineproto.format_float
+    parts = [f"{key}={_int(s, name, where)}i" for name, key in _CELL_INT]
+    parts += [f"{name}={_int(s, name, where)}i" for name in SAMPLE_OPTIONAL_INT_FIELDS
+              if name in s]
+    # null: the edge's "no reading" (a failed sensor reads NaN, which JSON cannot carry).
+    # The field is left out of the point; the sample (and its seq) is still stored.
+    parts += [f"{key}={ff(_float(s, name, where))}" for name, key in _CELL_FLOAT
+              if s.get(name) is not None]
+    act = ",".join(f"{n}={ff(_float(s, n, where))}" for n in ACTUATOR_FIELDS
+                   if s.get(n) is not None)
+    imp = ""
+    if s.get("z_mag_ohm") is not None:
+        imp = ",".join(f"{n}={ff(_float(s, n, where))}" for n in IMPEDANCE_FIELDS
+                       if s.get(n) is not None)
+        imp += f",seq={s['seq']}i"
+    return t, ",".join(parts), act, imp
+
+
+def event_severity(name: str, given: Any) -> str:
+    if isinstance(given, str) and given in ("info", "warning", "alarm"):
+        return given
+    if name in ALARM_EVENTS:
+        return "alarm"
+    if name in WARNING_EVENTS:
+        return "warning"
+    return "info"
+
+
+def _event_text(name: str, extras: dict[str, Any]) -> str:
+    details = ", ".join(f"{k}={v}" for k, v in sorted(extras.items()))
+    return f"{name}: {details}" if details else name
+
+
+def event_points(payload: Any, topic: Topic) -> list[str]:
+    """Events: a list under ``events`` or one event in the envelope itself.
+
+    One ``event`` point per event, tagged with the event name and its severity (both
+    low-cardinality: the fleet view and the alert rules filter on them); the rest of
+    the event is kept as a JSON string (``detail``) and a human ``text`` for Grafana
+    annotations.
+    """
+    tags = _envelope(payload, topic, ("site", "rig"))
+    raw_events = payload.get("events")
+    if raw_events is None:
+        raw_events = [payload]
+    if not isinstance(raw_events, list) or not raw_events:
+        raise PayloadError("'events' must be a non-empty list")
+    if len(raw_events) > MAX_EVENTS_PER_MESSAGE:
+        raise PayloadError(f"{len(raw_events)} events exceed {MAX_EVENTS_PER_MESSAGE}")
+    envelope_keys = {"schema", "site", "rig", "cell", "run", "boot", "gateway", "events"}
+    lines = []
+    for i, ev in enumerate(raw_events):
+        where = f"event {i}"
+        if not isinstance(ev, dict):
+            raise PayloadError(f"{where} is not an object")
+        name = ev.get("event")
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise PayloadError(f"{where}: 'event' must be a name (1..64 chars)")
+        t = _check_time(ev.get("time_ns"), where)
+        extras = {k: v for k, v in ev.items()
+                  if k not in envelope_keys and k not in ("event", "time_ns", "severity")}
+        fields: dict[str, FieldValue] = {
+            "title": name,
+            "text": _event_text(name, extras)[:MAX_STRING_FIELD],
+            "detail": json.dumps(extras, sort_keys=True)[:MAX_STRING_FIELD],
+        }
+        seq = ev.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            fields["seq"] = seq
+        ev_tags = dict(tags, event=name, severity=event_severity(name, ev.get("severity")))
+        lines.append(lineproto.point(EVENT, ev_tags, fields, t))
+    return lines
+
+
+def eis_points(payload: Any, topic: Topic) -> list[str]:
+    """One EIS spectrum: parallel arrays ``freq_hz``, ``z_real_ohm``, ``z_imag_ohm``.
+
+    Point *k* of a spectrum taken at ``time_ns`` is stored at ``time_ns + k`` ns, so the
+    points of one spectrum have distinct keys without a per-spectrum tag (a tag per
+    spectrum would grow series cardinality without bound); ``spectrum_ns`` (field)
+    names the spectrum. ``z_imag_ohm`` is Z″ with its sign (negative when capacitive).
+    """
+    tags = _envelope(payload, topic, ("site", "rig"))
+    t0 = _check_time(payload.get("time_ns"), "spectrum")
+    arrays = []
+    for name in ("freq_hz", "z_real_ohm", "z_imag_ohm"):
+        arr = payload.get(name)
+        if not isinstance(arr, list) or not arr:
+            raise PayloadError(f"'{name}' must be a non-empty list")
+        arrays.append(arr)
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise PayloadError("freq_hz, z_real_ohm and z_imag_ohm differ in length")
+    if n > MAX_EIS_POINTS:
+        raise PayloadError(f"{n} EIS points exceed {MAX_EIS_POINTS}")
+    if t0 + n > INT64_MAX:
+        raise PayloadError("spectrum: bad time_ns")
+    extra: dict[str, FieldValue] = {}
+    for name in ("temp_c", "pressure_mpa"):
+        if name in payload:
+            extra[name] = _float(payload, name, "spectrum")
+    prefix = lineproto.tag_prefix(EIS_SPECTRUM, tags)
+    lines = []
+    for k in range(n):
+        where = f"EIS point {k}"
+        row = {"freq_hz": arrays[0][k], "z_real_ohm": arrays[1][k], "z_imag_ohm": arrays[2][k]}
+        f = _float(row, "freq_hz", where)
+        re_ = _float(row, "z_real_ohm", where)
+        im = _float(row, "z_imag_ohm", where)
+        if f <= 0:
+            raise PayloadError(f"{where}: freq_hz must be positive")
+        fields: dict[str, FieldValue] = {
+            "idx": k, "spectrum_ns": t0, "freq_hz": f, "z_real_ohm": re_, "z_imag_ohm": im,
+            "z_mag_ohm": math.hypot(re_, im), "z_phase_deg": math.degrees(math.atan2(im, re_)),
+            **extra,
+        }
+        lines.append(lineproto.line(prefix, fields, t0 + k))
+    return lines
+
+
+def _generic_fields(obj: dict[str, Any], skip: set[str], prefix: str = "",
+                    depth: int = 0) -> dict[str, FieldValue]:
+    """Status/health payloads are the edge's to extend: store what they carry.
+
+    Numbers become floats (an int in one message and a float in the next would be a
+    field-type conflict), bools stay bools, short strings stay strings; nested objects
+    are flattened one level as ``parent_child``; lists are left out."""
+    out: dict[str, FieldValue] = {}
+    for k, v in obj.items():
+        if k in skip or not isinstance(k, str) or not k:
+            continue
+        name = f"{prefix}{k}"
+        if isinstance(v, bool):
+            out[name] = v
+        elif isinstance(v, int | float):
+            f = float(v)
+            if math.isfinite(f):
+                out[name] = f
+        elif isinstance(v, str):
+            out[name] = v[:MAX_STRING_FIELD]
+        elif isinstance(v, dict) and depth == 0:
+            out.update(_generic_fields(v, set(), f"{name}_", depth + 1))
+    return out
+
+
+def _time_or(payload: dict[str, Any], received_ns: int) -> int:
+    t = payload.get("time_ns")
+    return _check_time(t, "status") if t is not None else received_ns
+
+
+def rig_status_points(payload: Any, topic: Topic, received_ns: int) -> list[str]:
+    tags = _envelope(payload, topic, ("site", "rig"))
+    state = payload.get("state")
+    if not isinstance(state, str) or not state:
+        raise PayloadError("status: 'state' must be a non-empty string")
+    fields = _generic_fields(payload, {"schema", "site", "rig", "cell", "run", "boot",
+                                       "gateway", "time_ns", "state"})
+    fields = {"state": state, "online": state != "offline", **fields}
+    # Status is per rig; cell/run would split one rig's status into several series.
+    st_tags = {"site": tags["site"], "rig": tags["rig"]}
+    return [lineproto.point(RIG_STATUS, st_tags, fields, _time_or(payload, received_ns))]
+
+
+def gateway_points(payload: Any, topic: Topic, received_ns: int) -> list[str]:
+    """Gateway ``status`` (online/offline, retained, last will) and ``health``.
+
+    Stored in ``gateway_health`` tagged site + gateway; a ``rigs`` object of per-rig
+    health yields one more point per rig, tagged with the rig as well."""
+    if not isinstance(payload, dict):
+        raise PayloadError("payload is not a JSON object")
+    if payload.get("schema") != SCHEMA_VERSION:
+        raise PayloadError(f"unsupported schema {payload.get('schema')!r}")
+    assert topic.gateway is not None
+    if payload.get("gateway", topic.gateway) != topic.gateway:
+        raise PayloadError(f"payload gateway {payload.get('gateway')!r} does not match topic")
+    if payload.get("site", topic.site) != topic.site:
+        raise PayloadError(f"payload site {payload.get('site')!r} does not match topic")
+    t = _time_or(payload, received_ns)
+    tags = {"site": topic.site, "gateway": topic.gateway}
+    fields = _generic_fields(payload, {"schema", "site", "gateway", "time_ns", "rigs"})
+    if topic.leaf == "status":
+        state = payload.get("state")
+        if not isinstance(state, str) or not state:
+            raise PayloadError("gateway status: 'state' must be a non-empty string")
+        fields["online"] = state != "offline"
+    lines = []
+    if fields:
+        lines.append(lineproto.point(GATEWAY_HEALTH, tags, fields, t))
+    rigs = payload.get("rigs")
+    if isinstance(rigs, dict):
+        for rig, health in rigs.items():
+            if isinstance(rig, str) and rig and isinstance(health, dict):
+                rf = _generic_fields(health, set())
+                if rf:
+                    lines.append(lineproto.point(GATEWAY_HEALTH, dict(tags, rig=rig), rf, t))
+    if not lines:
+        raise PayloadError("gateway message carries no fields")
+    return lines
+
+
+def points_for(topic_str: str, raw: bytes, received_ns: int) -> list[str]:
+    """Route one MQTT message to its points; PayloadError when it must be dead-lettered."""
+    try:
+        return _points_for(parse_topic(topic_str), decode_json(raw), received_ns)
+    except lineproto.LineProtocolError as exc:
+        raise PayloadError(str(exc)) from exc
+
+
+def _points_for(topic: Topic, payload: Any, received_ns: int) -> list[str]:
+    if topic.gateway is not None:
+        if topic.leaf in ("status", "health"):
+            return gateway_points(payload, topic, received_ns)
+    elif topic.leaf == "telemetry":
+        return telemetry_points(payload, topic)
+    elif topic.leaf == "events":
+        return event_points(payload, topic)
+    elif topic.leaf == "eis":
+        return eis_points(payload, topic)
+    elif topic.leaf == "status":
+        return rig_status_points(payload, topic, received_ns)
+    raise PayloadError(f"no ingest rule for topic leaf {topic.leaf!r}")
+
+
+def payload_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def dead_letter_point(topic: str, raw: bytes, code: str, reason: str, received_ns: int) -> str:
+    """A ``dead_letter`` record: why, where, and enough of the payload to debug it.
+
+    Tags site/rig come from the topic when it parses ("unknown" otherwise) so the
+    pipeline dashboard can show which rig sends bad data; ``digest`` (sha256 prefix)
+    identifies a redelivered copy of the same message."""
+    try:
+        t = parse_topic(topic)
+        site, rig = t.site, t.rig or f"gateway/{t.gateway}"
+    except PayloadError:
+        site, rig = "unknown", "unknown"
+    excerpt = raw[:512].decode("utf-8", errors="replace")
+    fields: dict[str, FieldValue] = {
+        "reason": reason[:MAX_STRING_FIELD], "topic": topic[:MAX_STRING_FIELD],
+        "payload_excerpt": excerpt, "payload_bytes": len(raw), "digest": payload_digest(raw),
+    }
+    return lineproto.point(DEAD_LETTER, {"site": site, "rig": rig, "code": code}, fields,
+                           received_ns)

@@ -1,0 +1,298 @@
+"""Ingest throughput: broker + ingester vs raw batched writes, same InfluxDB, one run.
+
+    python bench/bench_ingest.py [--samples 300000] [--per-message 200] [--write-doc]
+
+1. *raw*: the telemetry's own line protocol (built beforehand, not timed) POSTed to
+   ``/write`` in batches of the ingester's batch size (20 000 points), one request at a
+   time: the database's ceiling for this client pattern.
+2. *pipeline*: the same number of samples published to Mosquitto (QoS 1, messages of
+   ``--per-message`` samples, JSON schema 1, as the edge sends them) while the ingester's
+   persistent session is offline, so the broker holds the backlog; then (after the raw
+   phase, once influxd is idle again) ``python -m fieldrig_cloud ingest`` starts and
+   drains it. Timed from the first stored
+   point to the last (queried with COUNT), so process start-up is excluded and the
+   figure is broker -> ingester (decode, validate, encode, batch, write, ack) -> InfluxDB.
+
+Both write into the ``raw`` policy of database ``fieldrig`` (different rig tags, same
+time pattern). Private Mosquitto and InfluxDB on loopback, started and stopped here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fieldrig_cloud import lineproto, retention
+from fieldrig_cloud.influx import InfluxHttp
+from fieldrig_cloud.ingester import DEFAULT_BATCH_POINTS
+from fieldrig_hil.services import InfluxDB, Mosquitto
+
+REPO = Path(__file__).resolve().parents[1]
+# Same batch size as the ingester's default, so both sides pay the same per-write cost.
+RAW_BATCH = DEFAULT_BATCH_POINTS
+
+
+def sample(seq: int, t_ns: int) -> dict[str, int | float]:
+    return {"seq": seq, "time_ns": t_ns, "cell_voltage_v": 0.03 + (seq % 97) * 1e-5,
+            "cell_current_ma": 0.5, "cell_temp_c": 25.0 + (seq % 13) * 0.01,
+            "stack_pressure_mpa": 5.0, "rig_state": 1}
+
+
+def count(db: InfluxDB, rig: str) -> int:
+    rows = db.query(f"SELECT count(\"seq\") FROM \"raw\".\"cell_sample\" WHERE rig = '{rig}'")
+    return int(rows[0]["values"][0][1]) if rows else 0  # type: ignore[index]
+
+
+def bench_raw(db: InfluxDB, n: int, t0: int) -> float:
+    prefix = lineproto.tag_prefix("cell_sample", {"site": "bench", "rig": "raw-bench",
+                                                  "cell": "c1", "run": "r1"})
+    lines = []
+    for i in range(n):
+        s = sample(i, t0 + i * 100_000_000)
+        lines.append(lineproto.line(prefix, {k: v for k, v in s.items() if k != "time_ns"},
+                                    t0 + i * 100_000_000))
+    bodies = ["\n".join(lines[k:k + RAW_BATCH]).encode() for k in range(0, n, RAW_BATCH)]
+    with httpx.Client(base_url=db.url, timeout=60) as c:
+        start = time.perf_counter()
+        for body in bodies:
+            r = c.post("/write", params={"db": "fieldrig", "rp": "raw", "precision": "ns"},
+                       content=body)
+            r.raise_for_status()
+        elapsed = time.perf_counter() - start
+    assert count(db, "raw-bench") == n
+    return n / elapsed
+
+
+def publish_backlog(broker: Mosquitto, n: int, per_msg: int, t0: int, rig: str) -> float:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-gw", protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    start = time.perf_counter()
+    infos = []
+    for k in range(0, n, per_msg):
+        payload = {"schema": 1, "site": "bench", "rig": rig, "cell": "c1", "run": "r1",
+                   "gateway": "gw-bench",
+                   "samples": [sample(i, t0 + i * 100_000_000)
+                               for i in range(k, min(k + per_msg, n))]}
+        infos.append(c.publish(f"fieldrig/v1/bench/{rig}/telemetry",
+                               json.dumps(payload).encode(), qos=1))
+    for info in infos:
+        info.wait_for_publish(120)
+    elapsed = time.perf_counter() - start
+    c.disconnect()
+    c.loop_stop()
+    return elapsed
+
+
+def ingester(broker: Mosquitto, db: InfluxDB, log: Path,
+             client_id: str, group: str) -> subprocess.Popen[bytes]:
+    # BENCH_INGEST_ARGS: extra `fieldrig ingest` options, for experiments.
+    extra = os.environ.get("BENCH_INGEST_ARGS", "").split()
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fieldrig_cloud", "ingest", "--broker",
+             f"{broker.host}:{broker.port}", "--influx", db.url, "--client-id", client_id,
+             "--share-group", group, "--health-interval", "1", *extra],
+            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def wait_log(log: Path, text: bytes, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_bytes():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ingester did not log {text!r}: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(db: InfluxDB, timeout_s: float = 60.0) -> None:
+    """Wait until influxd has finished background work (cache snapshots, compactions
+    after the previous phase), so neither phase pays for the other's writes."""
+    assert db.proc is not None
+    deadline = time.monotonic() + timeout_s
+    last = cpu_seconds(db.proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(db.proc.pid)
+        if now - last < 0.02:  # under 4 % of a CPU for half a second
+            return
+        last = now
+
+
+def prepare_backlog(broker: Mosquitto, db: InfluxDB, n: int, per_msg: int, t0: int,
+                    work: Path, ingesters: int) -> float:
+    """Create the ingesters' persistent sessions (one shared subscription per
+    configuration), stop them, and publish the samples: the broker queues them, shared
+    out among the sessions."""
+    for k in range(ingesters):
+        log = work / f"ingester-{ingesters}-{k}.log"
+        p = ingester(broker, db, log, f"bench-{ingesters}-{k}", f"bench-{ingesters}")
+        wait_log(log, b"subscribed to")
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)
+    return publish_backlog(broker, n, per_msg, t0, f"rig-bench-{ingesters}")
+
+
+def bench_pipeline(broker: Mosquitto, db: InfluxDB, n: int, work: Path,
+                   ingesters: int) -> float:
+    procs = [ingester(broker, db, work / f"ingester-{ingesters}-{k}.log",
+                      f"bench-{ingesters}-{k}", f"bench-{ingesters}") for k in range(ingesters)]
+    rig = f"rig-bench-{ingesters}"
+    try:
+        first_t = first_n = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            got = count(db, rig)
+            now = time.perf_counter()
+            if got and first_t is None:
+                first_t, first_n = now, got
+            if got >= n:
+                assert first_t is not None and first_n is not None
+                return (n - first_n) / (now - first_t)
+            time.sleep(0.1)
+        raise RuntimeError("pipeline did not store every sample in time")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+
+
+def versions() -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+
+    return {"python": platform.python_version(), "cpus": str(os.cpu_count()),
+            "load": Path("/proc/loadavg").read_text().split()[0],
+            "machine": platform.machine(), "influxd": first_line(["influxd", "version"]),
+            "mosquitto": first_line(["mosquitto", "-h"])}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=300_000)
+    ap.add_argument("--per-message", type=int, default=200)
+    ap.add_argument("--ingesters", default="1,2",
+                    help="ingester processes on the shared subscription: one pipeline run "
+                         "per comma-separated count")
+    ap.add_argument("--write-doc", action="store_true",
+                    help="write docs/benchmarks_ingest.md with this run's figures")
+    args = ap.parse_args()
+    t0 = (time.time_ns() // 10**9 - 12 * 3600) * 10**9  # 12 h ago: inside "raw"
+    with tempfile.TemporaryDirectory(prefix="fieldrig-bench-") as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "mosquitto").start()
+        db = InfluxDB(work / "influxdb").start()
+        try:
+            import asyncio
+
+            async def setup() -> None:
+                influx = InfluxHttp(db.url, "fieldrig")
+                await retention.ensure(influx)
+                await influx.aclose()
+
+            asyncio.run(setup())
+            counts = [int(x) for x in args.ingesters.split(",")]
+            publish_s = sum(prepare_backlog(broker, db, args.samples, args.per_message, t0,
+                                            work, n) for n in counts)
+            wait_idle(db)
+            raw = bench_raw(db, args.samples, t0)
+            pipes = {}
+            for n in counts:
+                wait_idle(db)
+                pipes[n] = bench_pipeline(broker, db, args.samples, work, n)
+                assert count(db, f"rig-bench-{n}") == args.samples
+        finally:
+            db.stop()
+            broker.stop()
+    v = versions()
+    print(f"samples: {args.samples}, {args.per_message} per message")
+    print(f"raw batched writes ({RAW_BATCH} per POST): {raw:10.0f} points/s")
+    rows = []
+    for n, pipe in pipes.items():
+        print(f"broker + {n} ingester(s)          : {pipe:10.0f} points/s  "
+              f"({pipe / raw:.2f} of raw)")
+        rows.append(f"| broker + {n} ingester process(es) on one shared subscription | "
+                    f"{pipe:,.0f} | {pipe / raw:.2f} |")
+    print(f"(publishing the backlogs took {publish_s:.1f} s, not counted)")
+    if args.write_doc:
+        doc = REPO / "docs" / "benchmarks_ingest.md"
+        doc.write_text(DOC.format(
+            samples=args.samples, per=args.per_message, raw=raw, rows="\n".join(rows),
+            batch=RAW_BATCH, argv=" ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"),
+            **v))
+        print(doc)
+    return 0 if max(pipes.values()) >= 0.5 * raw else 1
+
+
+DOC = """# Ingest benchmark
+
+Written by `python bench/bench_ingest.py {argv}` ({date}); rerun to refresh.
+
+| path | points/s | of raw |
+|---|---|---|
+| raw batched line-protocol writes ({batch:,} points per POST, sequential) | {raw:,.0f} | 1 |
+{rows}
+
+Target: pipeline >= 0.5 of raw.
+
+{samples:,} telemetry samples (one `cell_sample` point each, 6 fields, 4 tags),
+{per} samples per MQTT message, both into the `raw` policy of the same InfluxDB.
+
+Machine: {cpus} CPU(s), {machine}, Python {python}, {influxd}, {mosquitto}. Broker,
+database, ingester(s) and the benchmark all share these CPUs; 1-minute load average at
+the end of the run: {load} (other work on the machine skews the figures: on the shared
+2-CPU development machine, repeated runs gave the pipeline 0.24 to 0.49 of raw, with one
+or two ingesters, so the 0.5 target is not yet met reliably there; see docs/cloud.md,
+"Ingest throughput", for what is left to try).
+
+## How it is measured
+
+- *raw*: the samples' line protocol is built first (not timed), then POSTed to `/write`
+  in batches of {batch:,} (the ingester's default batch size), one request at a time:
+  the ceiling of the database for batched writes from one client.
+- *pipeline*: the ingester's persistent session is created, the ingester stops, the
+  samples are published (QoS 1, JSON schema 1 as the edge sends them) and queue in
+  Mosquitto; after the raw phase the ingester(s) start and drain the backlog. The rate
+  is counted from the first stored point to the last (`SELECT count(seq)` polled every 100 ms), so
+  process start-up is excluded. Every sample is checked to be stored.
+- Before each timed phase the benchmark waits until influxd is idle (its CPU time
+  stops growing), so neither phase pays for the other's cache snapshots and compactions.
+
+## Throughput design of the ingester
+
+- Line protocol is encoded by hand (`fieldrig_cloud.lineproto`), about 10x faster than
+  influxdb-client's `Point` (which alone would cap a core near 30 k points/s).
+- Messages are parsed as they arrive, while the previous batch's HTTP write is in flight
+  (batcher -> bounded queue -> writer), and batched up to {batch:,} points per write.
+  InfluxDB 1.6 pays a large fixed cost per write request (WAL fsync, request handling):
+  with 5 000-point batches the pipeline reached about 0.25 of raw, with 20 000 up to 0.5.
+- Two batch writes in flight (acks still in order), so InfluxDB overlaps their syncs.
+- Acknowledgements go out only after the write; MQTT v5 Receive Maximum (1000) lets the
+  broker keep enough messages in flight to fill a batch while earlier ones await their ack.
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""MQTT payload -> line protocol: the contract of docs/influxdb.md, and every way a
+payload can be wrong turning into a PayloadError (a dead letter), never a crash."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import telemetry
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fieldrig_cloud import schema
+from fieldrig_cloud.schema import PayloadError, Topic, points_for
+
+T = 1_763_750_000_000_000_000
+TOPIC = "fieldrig/v1/lab-1/rig-a/telemetry"
+
+
+def route(topic: str, payload: Any, received_ns: int = T) -> list[str]:
+    return points_for(topic, json.dumps(payload).encode(), received_ns)
+
+
+def test_telemetry_sample_becomes_one_cell_sample_point() -> None:
+    p = telemetry("rig-a", range(3, 4), T, boot=None)
+    [line] = route(TOPIC, p)
+    assert line == (
+        "cell_sample,cell=cell-1,rig=rig-a,run=run-1,site=lab-1 "
+        f"seq=3i,rig_state=1i,cell_voltage_v={p['samples'][0]['cell_voltage_v']!r},"
+        f"cell_current_ma=0.5,cell_temp_c={p['samples'][0]['cell_temp_c']!r},"
+        f"stack_pressure_mpa=5 {T + 300_000_000}")
+
+
+def test_boot_becomes_a_tag_and_optional_fields_their_measurements() -> None:
+    p = telemetry("rig-a", range(2), T, boot=42, step=3, cycle=1, current_setpoint_ma=0.5,
+                  temp_setpoint_c=60, z_freq_hz=1000.0, z_mag_ohm=120.5, z_phase_deg=-12.0)
+    lines = route(TOPIC, p)
+    assert [ln.split(",", 1)[0] for ln in lines] == [
+        "cell_sample", "actuator_state", "impedance"] * 2
+    assert all(",boot=42," in ln for ln in lines)
+    assert "step=3i,cycle=1i" in lines[0]
+    # Set-points are floats whatever JSON number form they came in (no type conflicts):
+    # written without the "i" suffix (and, like influxdb-client's Point, without ".0").
+    assert "current_setpoint_ma=0.5,temp_setpoint_c=60 " in lines[1]
+    assert "z_freq_hz=1000,z_mag_ohm=120.5,z_phase_deg=-12,seq=0i" in lines[2]
+
+
+def test_null_reading_leaves_the_field_out_but_keeps_the_sample() -> None:
+    # The edge sends null for a failed sensor (NaN has no JSON form).
+    p = telemetry("rig-a", range(3), T, boot=None)
+    p["samples"][1]["cell_temp_c"] = None
+    lines = route(TOPIC, p)
+    assert len(lines) == 3
+    assert "cell_temp_c" not in lines[1] and "seq=1i" in lines[1]
+    assert "cell_temp_c" in lines[0] and "cell_temp_c" in lines[2]
+
+
+def test_points_are_keyed_by_payload_time_so_redelivery_is_identical() -> None:
+    p = telemetry("rig-a", range(10), T)
+    assert route(TOPIC, p, received_ns=1) == route(TOPIC, p, received_ns=2)
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda p: p.update(schema=2), "unsupported schema"),
+    (lambda p: p.pop("cell"), "missing or empty tag 'cell'"),
+    (lambda p: p.update(rig="rig-b"), "does not match topic rig"),
+    (lambda p: p.update(site="lab-2"), "does not match topic site"),
+    (lambda p: p.update(samples={}), "'samples' is not a list"),
+    (lambda p: p["samples"][1].update(seq=1.5), "sample 1: seq must be an integer"),
+    (lambda p: p["samples"][0].update(seq=True), "seq must be an integer"),
+    (lambda p: p["samples"][0].update(time_ns=-5), "bad time_ns"),
+    (lambda p: p["samples"][0].update(time_ns=2**64), "bad time_ns"),
+    (lambda p: p["samples"][0].update(cell_voltage_v="3.1"), "must be a number"),
+    (lambda p: p["samples"][0].pop("seq"), "seq must be an integer"),
+    (lambda p: p.update(run="a\\"), "not ending in a backslash"),
+    (lambda p: p.update(cell="x\ny"), "printable"),
+    (lambda p: p.update(boot=[1]), "'boot' must be"),
+])
+def test_bad_telemetry_is_a_payload_error(mutate: Any, reason: str) -> None:
+    p = telemetry("rig-a", range(3), T)
+    mutate(p)
+    with pytest.raises(PayloadError, match=reason.replace("(", r"\(").replace("'", "'")):
+        route(TOPIC, p)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"[1,2]", b"null",
+                                 b'{"schema": 1, "samples": [{"cell_voltage_v": NaN}]}'])
+def test_undecodable_payloads_are_payload_errors(raw: bytes) -> None:
+    with pytest.raises(PayloadError):
+        points_for(TOPIC, raw, T)
+
+
+@pytest.mark.parametrize("topic", ["other/v1/lab-1/rig-a/telemetry", "fieldrig/v1/lab-1/rig-a",
+                                   "fieldrig/v1/lab-1/rig-a/unknown",
+                                   "fieldrig/v1/lab-1/gateway/gw-1/other"])
+def test_unknown_topics_are_payload_errors(topic: str) -> None:
+    with pytest.raises(PayloadError):
+        route(topic, telemetry("rig-a", range(1), T))
+
+
+@settings(max_examples=300)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c,
+                                                                        max_size=4),
+                    max_leaves=20),
+       st.sampled_from(["telemetry", "events", "eis", "status"]))
+def test_arbitrary_json_never_crashes(payload: Any, leaf: str) -> None:
+    try:
+        raw = json.dumps(payload).encode()
+    except ValueError:
+        return
+    for topic in (f"fieldrig/v1/lab-1/rig-a/{leaf}", "fieldrig/v1/lab-1/gateway/gw-1/health"):
+        try:
+            points_for(topic, raw, T)
+        except PayloadError:
+            pass
+
+
+def test_events_list_and_single_event() -> None:
+    base = {"schema": 1, "site": "lab-1", "rig": "rig-a", "cell": "c1", "run": "r1", "boot": 7}
+    many = dict(base, events=[
+        {"event": "soft_short", "time_ns": T, "seq": 4, "z_drop_pct": 35.5},
+        {"event": "recipe_step", "time_ns": T + 1, "step": 2, "severity": "info"},
+    ])
+    lines = route("fieldrig/v1/lab-1/rig-a/events", many)
+    assert lines[0].startswith("event,boot=7,cell=c1,event=soft_short,rig=rig-a,run=r1,"
+                               "severity=alarm,site=lab-1 ")
+    assert 'text="soft_short: seq=4, z_drop_pct=35.5"' in lines[0]
+    assert 'detail="{\\"seq\\": 4, \\"z_drop_pct\\": 35.5}"' in lines[0]
+    assert lines[0].endswith(f",seq=4i {T}")
+    assert "severity=info" in lines[1]
+    one = dict(base, event="telemetry_dropped", time_ns=T, first_seq=1, last_seq=3, count=3)
+    [line] = route("fieldrig/v1/lab-1/rig-a/events", one)
+    assert "event=telemetry_dropped" in line and "severity=warning" in line
+
+
+def test_eis_spectrum_points_have_distinct_keys_and_derived_polar_form() -> None:
+    p = {"schema": 1, "site": "lab-1", "rig": "rig-a", "cell": "c1", "run": "r1",
+         "time_ns": T, "freq_hz": [1e6, 1e3, 1.0], "z_real_ohm": [10.0, 60.0, 200.0],
+         "z_imag_ohm": [-1.0, -30.0, -150.0], "temp_c": 25}
+    lines = route("fieldrig/v1/lab-1/rig-a/eis", p)
+    assert [int(ln.rsplit(" ", 1)[1]) for ln in lines] == [T, T + 1, T + 2]
+    assert f"idx=2i,spectrum_ns={T}i,freq_hz=1,z_real_ohm=200,z_imag_ohm=-150," in lines[2]
+    assert "z_mag_ohm=250," in lines[2] and "temp_c=25" in lines[2]
+    p["z_imag_ohm"] = [-1.0]
+    with pytest.raises(PayloadError, match="differ in length"):
+        route("fieldrig/v1/lab-1/rig-a/eis", p)
+
+
+def test_status_and_gateway_health() -> None:
+    [st_line] = route("fieldrig/v1/lab-1/rig-a/status",
+                      {"schema": 1, "state": "running", "recipe": "ccd", "step": 3}, T)
+    assert st_line == (f'rig_status,rig=rig-a,site=lab-1 state="running",online=true,'
+                       f'recipe="ccd",step=3 {T}')
+    lines = route("fieldrig/v1/lab-1/gateway/gw-1/health",
+                  {"schema": 1, "time_ns": T, "spool_depth": 12, "uptime_s": 3.5,
+                   "rigs": {"rig-a": {"connected": True, "link_errors": 2}}})
+    assert lines == [f"gateway_health,gateway=gw-1,site=lab-1 spool_depth=12,uptime_s=3.5 {T}",
+                     f"gateway_health,gateway=gw-1,rig=rig-a,site=lab-1 connected=true,"
+                     f"link_errors=2 {T}"]
+    [off] = route("fieldrig/v1/lab-1/gateway/gw-1/status", {"schema": 1, "state": "offline"}, 5)
+    assert off == 'gateway_health,gateway=gw-1,site=lab-1 state="offline",online=false 5'
+    with pytest.raises(PayloadError, match="does not match topic"):
+        route("fieldrig/v1/lab-1/gateway/gw-1/health", {"schema": 1, "gateway": "gw-2", "x": 1})
+
+
+def test_dead_letter_point_names_rig_and_reason() -> None:
+    line = schema.dead_letter_point(TOPIC, b'{"bad": "x"}', "invalid", "unsupported schema", T)
+    assert line.startswith("dead_letter,code=invalid,rig=rig-a,site=lab-1 ")
+    assert 'reason="unsupported schema"' in line and "payload_bytes=12i" in line
+    assert 'payload_excerpt="{\\"bad\\": \\"x\\"}"' in line
+    assert schema.parse_topic("fieldrig/v1/s/gateway/g/health") == Topic(
+        site="s", gateway="g", leaf="health")
