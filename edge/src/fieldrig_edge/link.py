@@ -6,6 +6,7 @@ against the same golden vectors (docs/contracts/link_v1_vectors.json).
 
 from __future__ import annotations
 
+import json
 import struct
 from binascii import crc32
 from collections.abc import Iterator
@@ -36,6 +37,12 @@ MAX_PACKET = HEADER.size + MAX_BODY + CRC.size
 MAX_ENCODED = MAX_PACKET + MAX_PACKET // 254 + 2
 
 SAMPLE = struct.Struct("<IIffffB")
+ACK = struct.Struct("<BI")
+SYNC_REPLY = struct.Struct("<II")
+
+# Message types that belong to each acknowledged stream (docs/link.md, "Streams").
+TELEMETRY_TYPES = range(0x10, 0x20)
+RELIABLE_TYPES = range(0x20, 0x30)
 
 
 class LinkError(ValueError):
@@ -104,6 +111,59 @@ def encode_sample(s: Sample) -> bytes:
     body = SAMPLE.pack(s.uptime_s, s.uptime_us, s.cell_voltage_v, s.cell_current_ma,
                        s.cell_temp_c, s.stack_pressure_mpa, s.rig_state)
     return encode_frame(MSG_SAMPLE, s.seq, body)
+
+
+def stream_of(msg_type: int) -> int | None:
+    """The acknowledged stream a rig -> edge message type belongs to, or None."""
+    if msg_type in TELEMETRY_TYPES:
+        return STREAM_TELEMETRY
+    if msg_type in RELIABLE_TYPES:
+        return STREAM_RELIABLE
+    return None
+
+
+def encode_ack(stream: int, seq: int) -> bytes:
+    """ACK frame: every message of ``stream`` with seq <= ``seq`` is stored (ACK_NONE: none)."""
+    return encode_frame(MSG_ACK, 0, ACK.pack(stream, seq))
+
+
+def parse_ack(p: Packet) -> tuple[int, int]:
+    if p.msg_type != MSG_ACK or len(p.body) != ACK.size:
+        raise LinkError(f"not an ack: type 0x{p.msg_type:02x}, {len(p.body)} bytes")
+    stream, seq = ACK.unpack(p.body)
+    return int(stream), int(seq)
+
+
+def encode_sync(token: int) -> bytes:
+    return encode_frame(MSG_SYNC, token)
+
+
+def encode_sync_reply(token: int, uptime_s: int, uptime_us: int) -> bytes:
+    return encode_frame(MSG_SYNC_REPLY, token, SYNC_REPLY.pack(uptime_s, uptime_us))
+
+
+def parse_sync_reply(p: Packet) -> tuple[int, int]:
+    """(token, rig uptime in ns) from a SYNC_REPLY."""
+    if p.msg_type != MSG_SYNC_REPLY or len(p.body) != SYNC_REPLY.size:
+        raise LinkError(f"not a sync reply: type 0x{p.msg_type:02x}, {len(p.body)} bytes")
+    s, us = SYNC_REPLY.unpack(p.body)
+    return p.seq, int(s) * 1_000_000_000 + int(us) * 1000
+
+
+def parse_json_body(p: Packet) -> dict[str, object]:
+    """The JSON object body of HELLO, EVENT, REPLY and COMMAND messages."""
+    try:
+        obj = json.loads(p.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise LinkError(f"type 0x{p.msg_type:02x}: body is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise LinkError(f"type 0x{p.msg_type:02x}: body is not a JSON object")
+    return obj
+
+
+def encode_json(msg_type: int, seq: int, obj: object) -> bytes:
+    """Frame a compact JSON body (raises LinkError if it exceeds MAX_BODY)."""
+    return encode_frame(msg_type, seq, json.dumps(obj, separators=(",", ":")).encode())
 
 
 def parse_sample(p: Packet) -> Sample:

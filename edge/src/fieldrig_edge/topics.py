@@ -6,6 +6,8 @@
     fieldrig/v1/{site}/{rig}/status      retained rig status
     fieldrig/v1/{site}/{rig}/cmd         command requests (response topic + correlation data)
     fieldrig/v1/{site}/gateway/{gw}/status   retained gateway status, last will "offline"
+    fieldrig/v1/{site}/gateway/{gw}/health   retained gateway + per-rig health
+    fieldrig/v1/{site}/gateway/{gw}/witness  the gateway's own delivery-witness markers
 """
 
 from __future__ import annotations
@@ -31,3 +33,23 @@ def rig_topic(site: str, rig: str, leaf: str) -> str:
 
 def gateway_topic(site: str, gateway: str, leaf: str) -> str:
     return f"{TOPIC_ROOT}/{check_id('site', site)}/gateway/{check_id('gateway', gateway)}/{leaf}"
+
+
+def command_filter(site: str) -> str:
+    """Commands for every rig of the site: unknown rigs get an ``unknown_rig`` error."""
+    return f"{TOPIC_ROOT}/{check_id('site', site)}/+/cmd"
+
+
+def parse_command_topic(site: str, topic: str) -> str | None:
+    """The rig id of a ``.../{rig}/cmd`` topic of this site, else None."""
+    parts = topic.split("/")
+    if (len(parts) == 5 and "/".join(parts[:2]) == TOPIC_ROOT and parts[2] == site
+            and parts[4] == "cmd"):
+        return parts[3]
+    return None
+
+
+def valid_publish_topic(topic: object) -> bool:
+    """A topic a response may be published to: no wildcards, no NUL, not empty."""
+    return (isinstance(topic, str) and 0 < len(topic.encode()) <= 1024
+            and not any(c in topic for c in "+#\x00") and not topic.startswith("$"))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from fieldrig_cloud.influx import InfluxHttp
 from fieldrig_cloud.ingester import Ingester
 from fieldrig_cloud.schema import CELL_SAMPLE, DATABASE
-from fieldrig_edge.gateway import BrokerConfig, Gateway, RigConfig
+from fieldrig_edge.config import BrokerConfig, GatewayConfig, RigConfig, SpoolConfig
+from fieldrig_edge.gateway import Gateway
 from fieldrig_hil.services import FirmwareRig, InfluxDB, Mosquitto
 
 
@@ -74,9 +75,12 @@ async def run_thin_path(
     ingest_task = asyncio.create_task(ingester.run(stop_ingest, ready))
     await asyncio.wait_for(ready.wait(), 10)
     say(f"ingester subscribed on mqtt://{broker.host}:{broker.port}")
-    gateway = Gateway(site, "gw-1", BrokerConfig(broker.host, broker.port),
-                      [RigConfig(r.rig_id, r.host, r.port, cell=f"cell-{r.rig_id}",
-                                 run="run-1") for r in rigs])
+    # The gateway's store-and-forward spool lives beside the broker's data.
+    gateway = Gateway(GatewayConfig(
+        site=site, gateway_id="gw-1", broker=BrokerConfig(broker.host, broker.port),
+        rigs=[RigConfig(r.rig_id, f"tcp://{r.host}:{r.port}", cell=f"cell-{r.rig_id}",
+                        run="run-1") for r in rigs],
+        spool=SpoolConfig(broker.workdir.parent / "edge-spool.sqlite")))
     gw_task = asyncio.create_task(gateway.run(stop_gateway))
     say(f"gateway connected to {len(rigs)} rig(s)")
     total = sum(r.samples for r in rigs)
