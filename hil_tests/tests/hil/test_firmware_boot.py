@@ -17,12 +17,17 @@ from fieldrig_edge import link
 from fieldrig_hil.services import FirmwareRig
 
 
-def read_packets(port: int, want: int, timeout_s: float = 20.0) -> list[link.Packet]:
+def read_packets(port: int, samples: int, timeout_s: float = 20.0) -> list[link.Packet]:
+    """Everything the rig sends until `samples` MSG_SAMPLE packets have arrived."""
     dec = link.FrameDecoder()
     out: list[link.Packet] = []
     deadline = time.monotonic() + timeout_s
+
+    def n_samples() -> int:
+        return sum(p.msg_type == link.MSG_SAMPLE for p in out)
+
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
-        while len(out) < want and time.monotonic() < deadline:
+        while n_samples() < samples and time.monotonic() < deadline:
             data = s.recv(4096)
             if not data:
                 break
@@ -35,7 +40,7 @@ def test_deployed_firmware_boots_in_budget_heap_and_streams_numbered_samples(
     start_rig: Callable[..., FirmwareRig],
 ) -> None:
     rig = start_rig(rig_id="rig-heap", samples=200, period_ms=1, heap="160K")
-    packets = read_packets(rig.port, 201)
+    packets = read_packets(rig.port, 200)
     assert packets[0].msg_type == link.MSG_HELLO
     hello = json.loads(packets[0].body)
     assert hello["rig"] == "rig-heap" and hello["protocol"] == link.PROTOCOL_VERSION
