@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian packages the suite and the demo start privately: mosquitto and
-# influxdb (and python3-venv, which a fresh Debian lacks). Runs apt only when a
+# influxdb (plus python3-venv, which a fresh Debian lacks, and openssl). Runs apt only when a
 # binary is missing; as non-root it prints what to install instead.
 # The packages' own system services are kept from starting (policy-rc.d): fieldrig
 # never uses a system broker or database, and they would squat on the default ports.
@@ -9,6 +9,8 @@ set -eu
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$missing influxdb"
+# openssl: the broker TLS tests make their certificates with it.
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then missing="$missing python3-venv"; fi
 
 [ -z "$missing" ] && exit 0
