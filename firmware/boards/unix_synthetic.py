@@ -316,6 +316,7 @@ def build(opts):
         "range_switch": cell,
         "pulses": Pulses(),
         "config_path": opts.get("config"),
+        "recipe_path": opts.get("recipe"),
         "config_overrides": {
             "pressure": {"area_mm2": AREA_MM2},
             # A desktop OS may deschedule the process for a while: a longer main-loop

@@ -13,6 +13,10 @@ Board contract (``boards.<name>.build(opts)`` returns a dict):
 ``dac``            ``set_fraction(x)`` (-1..1 of the range's full scale, 0 = off)
 ``range_switch``   ``select(i)`` (range index, -1 = safe/open)
 ``pulses``         optional: ``stop()`` (PIO pulse gating)
+``pulse_gate``     optional: ``start(train)``, ``stop()``, ``busy()``, ``f_sm_hz`` (PIO gate,
+                   ``echem.pulses.make_gate``); default: a ``RecordingGate`` (bench reads it)
+``echem``          optional: impedance options ``{name: value}`` (``measure.OPTIONS``)
+``recipe_path``    optional: recipe + cursor on flash (none: RAM only, no resume)
 ``wdt``            optional: ``feed()`` (``machine.WDT``)
 ``on_sample``      optional: ``fn(seq)`` before each telemetry sample (scripted boards)
 ``config_path``    optional: config file on flash (None: RAM only)
@@ -73,6 +77,7 @@ class Rig:
         self.board = board
         self.clock = clock
         self.max_samples = max_samples
+        self.samples = 0  # SAMPLE messages queued (the --samples quota)
         self.store = ConfigStore(board.get("config_path"), board.get("config_overrides"))
         cfg, problem = self.store.load()
         self.cfg = cfg
@@ -100,6 +105,9 @@ class Rig:
                                        cfg["galvanostat"]["ranges_ma"])
         self.adc = board["adc"]
         self.pulses = board.get("pulses")
+        # Electrochemistry (recipes, impedance: measure.Echem) is loaded on first use;
+        # the plain rig keeps its 128 KiB budget (docs/firmware.md, "Resource budget").
+        self.echem = None
         self.wdt = board.get("wdt")
         self.on_sample = board.get("on_sample")
         self._crc_last = self.adc.crc_errors
@@ -112,6 +120,8 @@ class Rig:
         s.every(SAFETY_PERIOD_US, self._safety_task, "safety")
         s.every(THERMAL_PERIOD_US, self._thermal_task, "thermal")
         s.every(PRESSURE_PERIOD_US, self._pressure_task, "pressure")
+        # Recipe ticks on the 10 ms grid software pulse phases need.
+        s.every(10000, self._echem_task, "echem")
         self.telemetry_task = s.every(period_ms * 1000, self._telemetry_task, "telemetry")
         s.every(LINK_PERIOD_US, self._link_task, "link")
         if self.wdt is not None:
@@ -122,6 +132,16 @@ class Rig:
         if problem is not None:
             self.session.send_event({"event": "config_defaults", "reason": problem[0],
                                      "detail": problem[1]})
+        path = board.get("recipe_path")
+        if path is not None:
+            try:
+                os.stat(path)
+            except OSError:
+                return
+            # A recipe was stored before this boot: resume or abort it (its on_reset).
+            from fieldrig.program import boot
+
+            boot(self)
 
     # ---- tasks ------------------------------------------------------------------
 
@@ -171,10 +191,14 @@ class Rig:
         sig.loadcell_saturated = pl.saturated
         sig.pressure_holding = pl.setpoint_mpa is not None
 
+    def _echem_task(self):
+        if self.echem is not None:
+            self.echem.tick()
+
     def _telemetry_task(self):
         ring = self.session.telemetry
         seq = ring.next_seq
-        if 0 <= self.max_samples <= seq:
+        if 0 <= self.max_samples <= self.samples:
             return
         if self.on_sample is not None:
             self.on_sample(seq)
@@ -186,6 +210,8 @@ class Rig:
         self.session.add_sample(self.clock.s, self.clock.us, sig.cell_voltage_v,
                                 sig.cell_current_ma, self.heater_loop.temp_c,
                                 self.pressure_loop.pressure_mpa, self.rig_state())
+        # Counted here: impedance points share the telemetry seqs (measure.py).
+        self.samples += 1
 
     def _link_task(self):
         self.session.poll()
@@ -195,9 +221,7 @@ class Rig:
 
     def safe_state(self):
         """Current off, heater off, press held, pulses stopped: all in this call."""
-        self.galvanostat.off()
-        if self.pulses is not None:
-            self.pulses.stop()
+        self.current_off()
         self.heater_loop.safe()
         self.pressure_loop.safe()
 
@@ -205,6 +229,8 @@ class Rig:
         self.galvanostat.off()
         if self.pulses is not None:
             self.pulses.stop()
+        if self.echem is not None:
+            self.echem.current_off()  # the pulse gate
 
     # ---- operations (called by Commands after validation) ------------------------
 
@@ -224,6 +250,8 @@ class Rig:
         self.galvanostat.set_current_ma(current_ma)
 
     def stop(self):
+        if self.echem is not None:
+            self.echem.abort("stop")
         self.current_off()
 
     def reset_safety(self):
@@ -266,7 +294,7 @@ class Rig:
     def done(self):
         """With a sample quota: all samples taken, an edge has been connected and has
         gone, and nothing it would still ack is left."""
-        if self.max_samples < 0 or self.session.telemetry.next_seq < self.max_samples:
+        if self.max_samples < 0 or self.samples < self.max_samples:
             return False
         ses = self.session
         if not ses.ever_connected or ses.connected:
@@ -287,4 +315,4 @@ def main(argv):
               int(opts.get("samples", "-1")))
     print("fieldrig firmware", FIRMWARE_VERSION, "listening")
     rig.run()
-    print("fieldrig firmware sent", rig.session.telemetry.next_seq, "samples")
+    print("fieldrig firmware sent", rig.samples, "samples")

@@ -14,6 +14,14 @@ Commands (args in braces):
 - ``reset_safety`` {"token": str}: clear the fatal latch
 - ``get_config`` {"section": str (optional)}
 - ``set_limit`` {"row": str, "threshold": number}: never past the absolute bound
+- ``recipe_load`` {"recipe": object} or {"text": str, "part": int, "parts": int}: validate
+  (``echem.recipe``) and keep as the loaded recipe; a recipe longer than one frame is sent
+  as JSON text in parts 0..parts-1, validated when the last arrives
+- ``recipe_start`` {}: run the loaded recipe (not while tripped or current-inhibited)
+- ``recipe_abort`` {}: safe stop of the running recipe (current off, pulses stopped)
+- ``recipe_status`` {} -> state, step, elapsed, charge, last result
+- ``track_impedance`` {"period_s": number}: operando impedance every period_s (0: only
+  while a recipe runs)
 
 The ``rig`` (app.Rig) provides the operations; see its methods.
 """
@@ -84,14 +92,16 @@ class Commands:
     def handle(self, body):
         """Run one COMMAND body. Returns (True, result) or (False, (code, detail))."""
         try:
-            name, args = self.parse(body)
-            handler = self.table[name][0]
-            return True, handler(args)
+            _, args, entry = self.parse(body)
+            if entry[0] is None:
+                return True, entry[2](self.rig, args)
+            return True, entry[0](args)
         except CommandError as e:
             return False, (e.code, e.detail)
 
     def parse(self, body):
-        """Validate the envelope; returns (name, args) or raises CommandError."""
+        """Validate the envelope; returns (name, args, table entry) or raises
+        CommandError."""
         try:
             msg = json.loads(body)
         except Exception:  # ValueError, UnicodeError, recursion: all mean "not JSON"
@@ -105,6 +115,14 @@ class Commands:
         if not isinstance(name, str):
             raise CommandError("bad_request", "cmd must be a string")
         entry = self.table.get(name)
+        if entry is None and (name.startswith("recipe_") or name.startswith("track_")):
+            # Electrochemistry commands live in echem_commands, imported on first use
+            # (the plain rig never loads the recipe and impedance modules).
+            from fieldrig import echem_commands
+
+            lazy = echem_commands.TABLE.get(name)
+            if lazy is not None:
+                entry = (None, lazy[1], lazy[0])
         if entry is None:
             raise CommandError("unknown_command", "no command %s" % name[:40])
         args = msg.get("args", {})
@@ -113,7 +131,7 @@ class Commands:
         for key in args:
             if key not in entry[1]:
                 raise CommandError("unknown_arg", "%s takes no argument %s" % (name, str(key)[:40]))
-        return name, args
+        return name, args, entry
 
     # ---- handlers: validate everything first, then act -----------------------------
 
@@ -163,6 +181,9 @@ class Commands:
             if rig.safety.current_inhibited():
                 raise CommandError("inhibited", "current inhibited by %s"
                                    % ",".join(rig.safety.active_rows()))
+        if rig.echem is not None and rig.echem.active:
+            # A running recipe owns the current (recipe_abort first).
+            raise CommandError("inhibited", "current inhibited by %s" % "recipe")
         rig.set_current(i_ma)
         return {"current_ma": i_ma, "range": rig.galvanostat.range_index}
 

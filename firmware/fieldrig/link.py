@@ -29,8 +29,10 @@ MSG_HELLO = 0x01
 MSG_SYNC = 0x02
 MSG_SYNC_REPLY = 0x03
 MSG_SAMPLE = 0x10
+MSG_IMPEDANCE = 0x11  # one impedance point (telemetry stream), IMPEDANCE_FMT
 MSG_EVENT = 0x20
 MSG_REPLY = 0x21
+MSG_EIS = 0x22  # one chunk of an EIS spectrum (reliable stream), JSON
 MSG_ACK = 0x30
 MSG_COMMAND = 0x40
 
@@ -52,6 +54,13 @@ MAX_ENCODED = MAX_PACKET + MAX_PACKET // 254 + 2
 # cell temperature (degC), stack pressure (MPa), rig state code.
 SAMPLE_FMT = "<IIffffB"
 SAMPLE_LEN = struct.calcsize(SAMPLE_FMT)
+
+# MSG_IMPEDANCE body: uptime seconds, microseconds (end of the ADC block), f_hz (the exact
+# coherent frequency), z_re_ohm, z_im_ohm, rel_err (1-sigma relative uncertainty of Z,
+# also the phase uncertainty in rad), flags: bits 0-1 quality (0 good, 1 fair, 2 poor),
+# bits 4-7 source (0 operando tracking, 1 EIS sweep point); measure.py builds them. Same
+# length as a SAMPLE body: both share the telemetry ring slots (measure.TypedTelemetry).
+IMPEDANCE_FMT = "<IIffffB"
 
 
 class LinkError(ValueError):

@@ -2,7 +2,9 @@
 # end, and plant models (from the unix_synthetic board) with fault injection.
 # No chip drivers: the core only sees these duck-typed interfaces.
 import json
+import os
 import struct
+import sys
 
 from boards.unix_synthetic import CellPlant, PressPlant, Pulses, ThermalPlant
 from fieldrig import link
@@ -199,14 +201,16 @@ class Bench:
     """A rig on doubles, in virtual time, with an edge double on its link."""
 
     def __init__(self, period_ms=100, max_samples=-1, config_path=None, overrides=None,
-                 boot_id=0x1234ABCD, connect=True):
+                 boot_id=0x1234ABCD, connect=True, cell=None, creep_tau_s=600.0,
+                 recipe_path=None, echem=None):
         self.clock = VirtualClock()
         self.mem = MemLink()
         self.edge = Edge(self.mem)
         self.thermal = ThermalPlant(self.clock)
-        self.press = FaultyPress(self.clock)
+        self.press = FaultyPress(self.clock, creep_tau_s=creep_tau_s)
         self.press.position = 1240  # stack already in contact at 4.8 MPa
-        self.cell = FaultyCell()
+        # cell: e.g. an echem.synthetic_cell.RcCell (block ADC for impedance tests)
+        self.cell = cell if cell is not None else FaultyCell()
         self.pulses = Pulses()
         self.wdt = Wdt()
         self.board = {
@@ -214,6 +218,7 @@ class Bench:
             "rtd": self.thermal, "heater": self.thermal, "press": self.press,
             "loadcell": self.press, "pulses": self.pulses, "wdt": self.wdt,
             "config_path": config_path, "config_overrides": overrides,
+            "recipe_path": recipe_path, "echem": echem,
         }
         self.rig = Rig(self.board, self.clock, "rig-t", period_ms, max_samples, boot_id)
         if connect:
@@ -253,6 +258,26 @@ class Bench:
         assert self.rig.galvanostat.range_index >= 0 and self.thermal.duty > 0
         assert self.rig.pressure_loop.holding and not self.rig.safety.active_rows()
 
+    def impedance_points(self):
+        """MSG_IMPEDANCE bodies received: (seq, t_s, t_us, f_hz, z_re, z_im, rel_err,
+        flags), each seq once."""
+        seen = set()
+        out = []
+        for p in self.edge.of_type(link.MSG_IMPEDANCE):
+            if p[1] not in seen:
+                seen.add(p[1])
+                out.append((p[1],) + struct.unpack(link.IMPEDANCE_FMT, p[2]))
+        return out
+
+    def eis_chunks(self):
+        seen = set()
+        out = []
+        for p in self.edge.of_type(link.MSG_EIS):
+            if p[1] not in seen:
+                seen.add(p[1])
+                out.append(json.loads(p[2]))
+        return out
+
     def row_index(self, row_id):
         rows = self.rig.safety.rows
         for i in range(len(rows)):
@@ -283,3 +308,23 @@ class Bench:
             self.run_ms(debounce + 20)
         assert sf.active[i], "%s did not trip" % row_id
         return i
+
+
+def run_isolated(test_file, name, heap="512K"):
+    """Run ``name`` from ``test_file`` (via mpunit) in a fresh interpreter with a larger
+    heap, and fail with its output unless it passes. For scenarios that hold the core,
+    the test doubles and the whole electrochemistry at once: about 250 KB on this
+    64-bit port (objects are about half that size on the RP2350; docs/firmware.md)."""
+    log = "/tmp/fieldrig-iso-%s.log" % "".join("%02x" % b for b in os.urandom(6))
+    try:
+        rc = os.system("%s -X heapsize=%s mpunit.py run %s %s > %s 2>&1"
+                       % (getattr(sys, "executable"), heap, test_file, name, log))
+        with open(log) as f:
+            text = f.read()
+    finally:
+        try:
+            os.remove(log)
+        except OSError:
+            pass
+    print(text)
+    assert rc == 0 and "MPUNIT PASS" in text, text

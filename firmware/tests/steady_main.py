@@ -59,11 +59,11 @@ class LoopbackEdge:
         self.n_in = n
 
 
-def boot():
+def boot(cell=None):
     clock = VirtualClock()
     thermal = ThermalPlant(clock)
     press = PressPlant(clock)
-    cell = CellPlant()
+    cell = cell or CellPlant()
     edge = LoopbackEdge()
     board = {"link": edge, "adc": cell, "dac": cell, "range_switch": cell, "rtd": thermal,
              "heater": thermal, "press": press, "loadcell": press, "pulses": Pulses()}
@@ -82,16 +82,21 @@ def run(rig, edge, passes):
     return clock
 
 
-def main(passes):
+def main(passes, cell=None, setup=None):
+    """setup(rig, edge): instead of a fixed 0.5 mA once the pressure has settled (the
+    electrochemistry steady state in test_steady.py runs a recipe there)."""
     gc.collect()
-    rig, edge = boot()
+    rig, edge = boot(cell)
     gc.collect()
     boot_alloc = gc.mem_alloc()
     # Warm up: heat, press and current on; pressure settles before the current starts.
     rig.set_temperature(60.0)
     rig.set_pressure(5.0)
     run(rig, edge, 4000)
-    rig.set_current(0.5)
+    if setup is None:
+        rig.set_current(0.5)
+    else:
+        setup(rig, edge)
     run(rig, edge, 4000)
     gc.collect()
     warm = gc.mem_alloc()

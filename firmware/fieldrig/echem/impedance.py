@@ -32,7 +32,9 @@ from fieldrig.echem import _dft_py
 
 try:
     from fieldrig.echem import _dft_viper
-except ImportError:  # CPython, or a port built without the viper emitter
+except (ImportError, ValueError):
+    # CPython, a port without the viper emitter, or a .mpy whose native code was built
+    # for another architecture (ValueError "incompatible .mpy"): the plain kernels.
     _dft_viper = None
 
 TWO_PI = 2.0 * math.pi
@@ -265,7 +267,8 @@ class Estimate:
     worse channel); thd_v/thd_i: 2nd+3rd harmonic over the fundamental, ratio."""
 
     def __init__(self, f_hz, z_re_ohm, z_im_ohm, v_amp, i_amp, v_dc, i_dc, v_drift_per_s,
-                 i_drift_per_s, snr_db, rel_err, thd_v, thd_i):
+                 i_drift_per_s, snr_db, rel_err, thd_v, thd_i, v_noise_rms=0.0,
+                 i_noise_rms=0.0):
         self.f_hz = f_hz
         self.z_re_ohm = z_re_ohm
         self.z_im_ohm = z_im_ohm
@@ -281,6 +284,12 @@ class Estimate:
         self.rel_err = rel_err
         self.thd_v = thd_v
         self.thd_i = thd_i
+        # Per-sample rms noise of each channel (V, A), from the empty bins next to the
+        # tones: white noise of variance s^2 gives a fitted bin amplitude |X|^2 of
+        # 4 s^2 / n on average. With the tones and the drift fitted out, this is the
+        # voltage noise a filament's flicker raises (detect: v_noise_mv).
+        self.v_noise_rms = v_noise_rms
+        self.i_noise_rms = i_noise_rms
 
     def quality(self, max_rel_err=0.01, max_thd=0.05):
         """'good' within both limits, 'fair' within 3x, else 'poor' (unreliable)."""
@@ -356,6 +365,8 @@ def measure_bins(v_buf, i_buf, n, fs_hz, tone_bins, v_scale=1.0, i_scale=1.0, en
     if cnt:
         nv /= cnt
         ni /= cnt
+    v_noise = math.sqrt(n * nv / 4.0) * v_scale
+    i_noise = math.sqrt(n * ni / 4.0) * i_scale
     result = []
     for j in range(nt):
         k = tones[j]
@@ -383,7 +394,8 @@ def measure_bins(v_buf, i_buf, n, fs_hz, tone_bins, v_scale=1.0, i_scale=1.0, en
         result.append(Estimate(k * fs_hz / n, zr * v_scale / i_scale, zi * v_scale / i_scale,
                                math.sqrt(pv) * v_scale, math.sqrt(pi) * i_scale,
                                vdc * v_scale, idc * i_scale, va * fs_hz * v_scale,
-                               ia * fs_hz * i_scale, snr, rel, thd_v, thd_i))
+                               ia * fs_hz * i_scale, snr, rel, thd_v, thd_i, v_noise,
+                               i_noise))
     return result
 
 

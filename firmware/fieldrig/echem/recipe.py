@@ -59,7 +59,12 @@ STEP_FIELDS = {
     "wait": (),
     "loop": ("count", "steps"),
 }
-TOP_FIELDS = ("recipe", "name", "area_cm2", "stop_on", "mitigation", "steps", "description")
+TOP_FIELDS = ("recipe", "name", "area_cm2", "stop_on", "mitigation", "steps", "description",
+              "on_reset")
+# What the platform does with a recipe that was running when the rig reset: "abort"
+# (default: the reset may have been a fault, so nothing is energised again without an
+# operator) or "resume" (long cycling tests survive a brown-out).
+ON_RESET = ("abort", "resume")
 
 
 class RecipeError(ValueError):
@@ -270,6 +275,10 @@ def validate(recipe, max_current_ma=100.0):
     area = _num(recipe, "area_cm2", "", True, gt=0.0, le=100.0)
     if "stop_on" in recipe:
         _events(recipe["stop_on"], "stop_on")
+    if "description" in recipe and not isinstance(recipe["description"], str):
+        raise RecipeError("description", "must be a string")
+    if "on_reset" in recipe and recipe["on_reset"] not in ON_RESET:
+        raise RecipeError("on_reset", "must be \"abort\" or \"resume\"")
     try:
         mit.merged_policy(recipe.get("mitigation"))
     except mit.PolicyError as e:
@@ -509,6 +518,12 @@ class RecipeRunner:
             self.program = self._make_program(self._step())
 
     # ---- control
+
+    def hold(self):
+        """The platform paused ticking (e.g. current inhibited by an interlock): the next
+        tick re-anchors the step clock, so the pause counts neither as step time nor as
+        charge."""
+        self.last_ms = None
 
     def abort(self, reason="aborted"):
         """Stop now: current off, pulses stopped; the cursor says aborted."""
