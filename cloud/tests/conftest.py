@@ -61,11 +61,22 @@ def telemetry(rig: str, seqs: range, start_ns: int, period_ns: int = 100_000_000
     return p
 
 
+# PUBACK reason 0x10: "accepted, but no matching subscribers" — a success code, yet the
+# broker has discarded the message.
+NO_MATCHING_SUBSCRIBERS = 0x10
+
+
 @dataclass
 class Publisher:
     """QoS 1 publisher for tests: ``publish`` returns only once the broker acknowledged
     the message, re-sending (a duplicate is harmless, a loss is not) across broker
-    restarts."""
+    restarts.
+
+    With ``retry_no_subscribers`` a non-retained message the broker acknowledged with
+    reason 0x10 (no matching subscribers: accepted and discarded) is re-sent until a
+    subscription takes it, as a store-and-forward publisher must when it relies on
+    subscribers that may be (re)subscribing, e.g. the ingesters' shared subscriptions
+    after a Mosquitto 2.0 restart (docs/cloud.md, "Broker restart")."""
 
     host: str
     port: int
@@ -73,7 +84,11 @@ class Publisher:
     username: str | None = None
     password: str | None = None
     tls_ca: str | None = None
+    retry_no_subscribers: bool = False
     client: mqtt.Client = field(init=False)
+    # Diagnostics: how many PUBACKs said 0x10 (each one a message the broker discarded).
+    no_subscribers: int = field(init=False, default=0)
+    _reasons: dict[int, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
@@ -82,9 +97,14 @@ class Publisher:
             self.client.username_pw_set(self.username, self.password)
         if self.tls_ca:
             self.client.tls_set(ca_certs=self.tls_ca)
+        self.client.on_publish = self._on_publish
         self.client.reconnect_delay_set(0.1, 1)
         self.client.connect_async(self.host, self.port, keepalive=10)
         self.client.loop_start()
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        # Runs in paho's thread before the message info is marked published.
+        self._reasons[mid] = int(rc.value)
 
     def publish(self, topic: str, payload: dict[str, Any] | bytes, timeout_s: float = 60,
                 retain: bool = False) -> None:
@@ -101,6 +121,12 @@ class Publisher:
                 time.sleep(0.05)
                 continue
             if info.is_published():
+                reason = self._reasons.pop(info.mid, 0)
+                if reason == NO_MATCHING_SUBSCRIBERS:
+                    self.no_subscribers += 1
+                    if self.retry_no_subscribers and not retain:
+                        time.sleep(0.05)
+                        continue
                 return
         raise AssertionError(f"could not publish to {topic} within {timeout_s} s")
 

@@ -119,10 +119,16 @@ class AsyncPahoClient:
         self.state.connected = True
         log.info("connected (session present: %s, generation %d)",
                  flags.session_present, self.state.generation)
-        # Subscribe on every connection: a kept session already has the subscriptions,
-        # but a broker that lost its session store (no persistence) would not.
-        for flt in self.subscriptions:
-            client.subscribe(flt, qos=1)
+        if self.state.generation > 1 and not flags.session_present and not self.clean_start:
+            log.warning("the broker no longer had our session (expired, or restarted "
+                        "without persistence): what it had queued for us is gone")
+        # Subscribe on every connection, first thing, all filters in one SUBSCRIBE: a
+        # kept session should already have its subscriptions, but Mosquitto 2.0 does
+        # not persist *shared* ones, so after a broker restart (session present, yet no
+        # subscription) the broker discards what is published before it has this
+        # SUBSCRIBE (PUBACK 0x10, docs/cloud.md). Re-subscribing an existing
+        # subscription replaces it without losing messages (MQTT-3.8.4-3).
+        client.subscribe([(flt, 1) for flt in self.subscriptions])
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: int, codes: list[ReasonCode],
                       _p: Any) -> None:
@@ -131,7 +137,7 @@ class AsyncPahoClient:
             self.state.last_error = f"SUBACK refused: {bad}"
             log.error("subscription refused: %s", bad)
             return
-        self._subacks += 1
+        self._subacks += len(codes)
         if self._subacks == len(self.subscriptions):
             log.info("subscribed to %d filter(s)", self._subacks)
             self.state.subscribed.set()
