@@ -3,17 +3,19 @@
 Faithful to the contract, and to the firmware's choices where the contract leaves room
 (firmware/fieldrig/session.py):
 
-- HELLO on every connection with ``boot``, ``oldest_seq``, ``next_seq``; then wait up
-  to ``ack_timeout`` for the edge's ACKs before sending. The contract keeps every
-  message until it is acked; ``free_unacked=True`` adds the firmware's fallback for an
-  edge that never acks (after the wait, each message is sent once and freed), which
-  also triggers when the HELLO or its ACKs are lost on the line;
+- HELLO on every connection with ``boot``, ``oldest_seq``, ``next_seq``, ``rel_oldest``,
+  ``rel_next``, ``cmd_next``; repeated every ``ack_timeout`` (4 times) while nothing is
+  heard from the edge; wait up to ``ack_timeout`` for the edge's ACKs before sending;
+  without them send each message once and keep it (only an ACK frees anything);
 - telemetry in a bounded ring (default 1024), reliable EVENT/REPLY in a bounded queue
   (32); cumulative ACKs free them; at most ``window`` messages beyond the ack in flight;
   no ACK progress for ``ack_timeout`` -> go back to the oldest unacked (go-back-N);
 - ring overflow drops the oldest sample and reports it as EVENT telemetry_dropped;
-- COMMAND numbers per connection from 0; a repeated number is not executed again, the
-  stored REPLY (same reliable seq) is re-sent (last 8 kept);
+  queue overflow replaces the oldest messages by one ``reliable_dropped`` tombstone at
+  the seq of the last it replaces (with ``telemetry_through`` when it swallowed a
+  telemetry_dropped report);
+- COMMAND numbers per boot; a repeated number is not executed again, the stored REPLY
+  (same reliable seq; a new one if a tombstone swallowed it) is re-sent (last 8 kept);
 - SYNC answered at once with the uptime; the rig clock can drift (``drift_ppm``).
 
 Faults are injected into the byte stream in both directions (``LineFaults``), and the
@@ -97,6 +99,7 @@ class _Stream:
         self.hold = False
         self.progress = 0.0
         self.retransmitted = 0
+        self.tomb: dict[str, Any] | None = None  # reliable: the tombstone at base
 
     def pending(self) -> int:
         return self.next_seq - self.base
@@ -110,6 +113,8 @@ class _Stream:
                 return  # acks what was never sent
             for s in range(self.base, ack + 1):
                 self.items.pop(s, None)
+                if self.tomb is not None and s == self.tomb["last_seq"]:
+                    self.tomb = None
             if ack + 1 > self.base:
                 self.base = ack + 1
                 self.progress = now
@@ -125,8 +130,9 @@ class RigEmulator:
                  window: int = 64, ack_timeout_s: float = 0.5, drift_ppm: float = 0.0,
                  fw: str = "emu-1", tx_faults: LineFaults | None = None,
                  rx_faults: LineFaults | None = None, legacy: bool = False,
-                 rig_state: int = 1, free_unacked: bool = False,
-                 lose_hello: set[int] | None = None, ignore_commands: bool = False) -> None:
+                 rig_state: int = 1, lose_hello: set[int] | None = None,
+                 deaf: dict[int, float] | None = None,
+                 ignore_commands: bool = False) -> None:
         self.rig_id = rig_id
         self.period_s = period_s
         self.max_samples = samples
@@ -140,15 +146,19 @@ class RigEmulator:
         self.rx_faults = rx_faults or LineFaults(enabled=False)
         self.legacy = legacy  # the pre-reliable firmware: HELLO without boot, no acks
         self.rig_state = rig_state
-        self.free_unacked = free_unacked
-        # Connection numbers (1 = first) whose HELLO is lost on the line.
+        # Connection numbers (1 = first) whose first HELLO is lost on the line.
         self.lose_hello = lose_hello or set()
+        # Connection number -> seconds from its start during which everything the edge
+        # sends is lost (its ACKs, SYNCs, COMMANDs).
+        self.deaf = deaf or {}
+        self.hellos = 0
         self.ignore_commands = ignore_commands  # a hung command handler: never replies
         self.host = "127.0.0.1"
         self.port = 0
         self.produced: dict[int, int] = {}
         self.truth_utc: dict[tuple[int, int], int] = {}
         self.dropped: dict[int, list[tuple[int, int]]] = {}
+        self.rel_dropped: dict[int, int] = {}
         self.executed: list[dict[str, Any]] = []
         self.commands_seen: list[tuple[int, dict[str, Any]]] = []
         self.connections = 0
@@ -169,8 +179,10 @@ class RigEmulator:
         self.rel = _Stream(REL, self.queue)
         self.produced[self.boot] = 0
         self.dropped[self.boot] = []
-        self._replies: list[tuple[int, int, bytes]] = []
+        self._replies: list[list[Any]] = []  # [cmd_seq, rel seq (-1: re-queue), body]
         self._max_cmd_seq = -1
+        self._heard = False
+        self._hello_count = 0
         self._drop_range: list[int] | None = None
         self._drop_report = 0.0
         self._connect_at = 0.0
@@ -276,12 +288,31 @@ class RigEmulator:
 
     def _enqueue(self, msg_type: int, body: bytes) -> int:
         q = self.rel
-        if q.next_seq - q.base >= q.capacity:
-            # Bounded queue: the firmware drops the oldest (counted). Tests size it so
-            # that this does not happen.
-            q.items.pop(q.base, None)
-            q.base += 1
-            q.tx = max(q.tx, q.base)
+        if len(q.items) >= q.capacity:
+            # Bounded queue: the oldest become one tombstone (docs/link.md).
+            order = sorted(q.items)
+            if q.tomb is not None:
+                victims = order[1:2]
+                ev = q.tomb
+            else:
+                victims = order[0:2]
+                ev = q.tomb = {"event": "reliable_dropped", "first_seq": order[0],
+                               "count": 0}
+                self.rel_dropped.setdefault(self.boot, 0)
+            for v in victims:
+                vtype, vbody = q.items.pop(v)
+                ev["count"] += 1
+                ev["last_seq"] = v
+                self.rel_dropped[self.boot] = self.rel_dropped.get(self.boot, 0) + 1
+                if vtype == link.MSG_REPLY:
+                    for r in self._replies:
+                        if r[1] == v:
+                            r[1] = -1
+                elif b"telemetry_dropped" in vbody:
+                    ev["telemetry_through"] = json.loads(vbody)["last_seq"]
+            if victims and order[0] != ev["last_seq"]:
+                q.items.pop(order[0], None)  # the previous tombstone
+            q.items[ev["last_seq"]] = (link.MSG_EVENT, json.dumps(ev).encode())
         seq = q.next_seq
         q.items[seq] = (msg_type, body)
         q.next_seq = seq + 1
@@ -299,19 +330,15 @@ class RigEmulator:
         self.connections += 1
         self._conn_task = asyncio.current_task()  # type: ignore[assignment]
         boot = self.boot
-        self._replies = []
-        self._max_cmd_seq = -1
+        conn = self.connections
         self._connect_at = time.monotonic()
+        self._heard = False
+        self._hello_count = 0
         for st in (self.tele, self.rel):
             st.tx = st.base
             st.acking = None
             st.hold = not self.legacy
-        hello: dict[str, Any] = {"rig": self.rig_id, "fw": self.fw, "protocol": 1}
-        if not self.legacy:
-            hello.update({"boot": self.boot, "next_seq": self.tele.next_seq,
-                          "oldest_seq": self.tele.base})
-        if self.connections not in self.lose_hello:
-            self._send(link.encode_json(link.MSG_HELLO, 0, hello))
+        self._send_hello(lose=conn in self.lose_hello)
         if self.legacy:
             for st in (self.tele, self.rel):
                 st.acking = False
@@ -323,6 +350,8 @@ class RigEmulator:
                 if not data:
                     break
                 data = self.rx_faults.apply(data)
+                if time.monotonic() - self._connect_at < self.deaf.get(conn, 0.0):
+                    continue
                 for p in decoder.feed(data):
                     if self._writer is writer and self.boot == boot:
                         self._on_packet(p)
@@ -332,6 +361,17 @@ class RigEmulator:
             if self._writer is writer:
                 self._writer = None
             writer.close()
+
+    def _send_hello(self, lose: bool = False) -> None:
+        self._hello_count += 1
+        hello: dict[str, Any] = {"rig": self.rig_id, "fw": self.fw, "protocol": 1}
+        if not self.legacy:
+            hello.update({"boot": self.boot, "next_seq": self.tele.next_seq,
+                          "oldest_seq": self.tele.base, "rel_next": self.rel.next_seq,
+                          "rel_oldest": self.rel.base, "cmd_next": self._max_cmd_seq + 1})
+        self.hellos += 1
+        if not lose:
+            self._send(link.encode_json(link.MSG_HELLO, 0, hello))
 
     def _send(self, frame: bytes) -> bool:
         w = self._writer
@@ -343,7 +383,10 @@ class RigEmulator:
     def _pump(self, st: _Stream) -> None:
         if self._writer is None or st.hold:
             return
-        limit = min(st.base + self.window, st.next_seq) if st.acking else st.next_seq
+        limit = st.next_seq
+        if st.acking:
+            extra = st.tomb["last_seq"] - st.base if st.tomb is not None else 0
+            limit = min(st.base + self.window + max(0, extra), st.next_seq)
         while st.tx < limit:
             seq = st.tx
             item = st.items.get(seq)
@@ -353,20 +396,19 @@ class RigEmulator:
                 if not self._send(link.encode_frame(item[0], seq, item[1])):
                     return
             st.tx = seq + 1
-        if st.acking is False and st.base < st.tx:
-            for s in range(st.base, st.tx):
-                st.items.pop(s, None)
-            st.base = st.tx
 
     async def _timers(self) -> None:
         while True:
             await asyncio.sleep(0.01)
             now = time.monotonic()
             if self._writer is not None:
+                if (not self.legacy and not self._heard and self._hello_count <= 4
+                        and now - self._connect_at >= self.ack_timeout_s * self._hello_count):
+                    self._send_hello()  # nothing heard: the HELLO may be lost
                 for st in (self.tele, self.rel):
                     if st.hold and now - self._connect_at >= self.ack_timeout_s:
+                        # No ACK: send each message once, keep it (acking stays None).
                         st.hold = False
-                        st.acking = not self.free_unacked
                         st.progress = now
                     elif st.acking and st.tx > st.base and now - st.progress >= self.ack_timeout_s:
                         st.retransmitted += st.tx - st.base
@@ -381,6 +423,7 @@ class RigEmulator:
     def _on_packet(self, p: link.Packet) -> None:
         if self.legacy:
             return  # the old firmware read and ignored everything
+        self._heard = True
         if p.msg_type == link.MSG_ACK:
             try:
                 stream, ack = link.parse_ack(p)
@@ -404,9 +447,12 @@ class RigEmulator:
         if self.ignore_commands:
             self.commands_seen.append((cmd_seq, json.loads(body)))
             return
-        for c, rel_seq, stored in self._replies:
-            if c == cmd_seq:
-                self._send(link.encode_frame(link.MSG_REPLY, rel_seq, stored))
+        for r in self._replies:
+            if r[0] == cmd_seq:
+                if r[1] < 0:  # a tombstone swallowed it: queue it again
+                    r[1] = self._enqueue(link.MSG_REPLY, r[2])
+                else:
+                    self._send(link.encode_frame(link.MSG_REPLY, r[1], r[2]))
                 return
         if cmd_seq <= self._max_cmd_seq:
             self._reply(cmd_seq, False, ("stale_command", "command number already used"))
@@ -448,7 +494,7 @@ class RigEmulator:
         raw = json.dumps(body).encode()
         rel_seq = self._enqueue(link.MSG_REPLY, raw)
         if store:
-            self._replies.append((cmd_seq, rel_seq, raw))
+            self._replies.append([cmd_seq, rel_seq, raw])
             del self._replies[:-8]
 
     # ------------------------------------------------------------------ accounting

@@ -195,3 +195,52 @@ def test_lost_reply_is_recovered_without_running_the_command_twice(
     r = responses(rec, 1, 0)[b"p-1"]
     assert r["ok"] is True and r["result"]["pressure_mpa"] == 4.0
     assert [c["cmd"] for c in rig.executed] == ["set_pressure"]
+
+
+def test_command_survives_a_reconnect_and_numbers_continue_per_boot(
+        mosquitto: Any, tmp_path: Path) -> None:
+    """Command numbers are per boot of the rig (docs/link.md): a command in flight when
+    the link drops is sent again with its number on the next connection and answered
+    there (run once); a restarted gateway continues from HELLO's cmd_next, so its first
+    command is not mistaken for a repeat of the old gateway's."""
+    # The 1st connection hears nothing from the gateway for 60 s (COMMANDs lost).
+    rig = RigEmulator("rig-a", period_s=0.01, deaf={1: 60.0})
+    rec = Recorder(mosquitto.host, mosquitto.port, topic="ops/replies/#", client_id="ops").start()
+    req = Requester(mosquitto.host, mosquitto.port)
+
+    async def main() -> None:
+        await rig.start()
+        cfg = gateway_config(tmp_path, mosquitto, [("rig-a", rig.port)],
+                             command_timeout_s=8.0, command_retransmit_s=0.2)
+        for k, (corr, mpa) in enumerate(((b"p-1", 4.0), (b"p-2", 5.0))):
+            gw = Gateway(cfg)
+            stop = asyncio.Event()
+            task = asyncio.create_task(gw.run(stop))
+            try:
+                await wait_until(lambda gw=gw: gw.commands_ready.is_set() and
+                                 gw.sessions["rig-a"].link is not None and
+                                 gw.sessions["rig-a"].link.rig_state is not None, 20, "up")
+                await asyncio.to_thread(req.send, "rig-a", {
+                    "schema": 1, "cmd": "set_pressure", "args": {"pressure_mpa": mpa}}, corr)
+                if k == 0:
+                    await wait_until(lambda gw=gw: gw.sessions["rig-a"].health
+                                     .command_retransmits >= 2, 10, "retransmits")
+                    assert rig.commands_seen == []  # all lost on the deaf line
+                    rig.disconnect()  # the cable is pulled with the command in flight
+                assert corr in await asyncio.to_thread(responses, rec, k + 1)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 30)
+        await rig.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        req.stop()
+        rec.stop()
+    got = responses(rec, 2, 0)
+    assert got[b"p-1"]["ok"] is True and got[b"p-1"]["result"]["pressure_mpa"] == 4.0
+    assert got[b"p-2"]["ok"] is True and got[b"p-2"]["result"]["pressure_mpa"] == 5.0
+    assert got[b"p-1"]["cmd_seq"] == 0 and got[b"p-2"]["cmd_seq"] == 1
+    assert [c["args"]["pressure_mpa"] for c in rig.executed] == [4.0, 5.0]
+    assert [s for s, _c in rig.commands_seen] == [0, 1]

@@ -6,16 +6,20 @@ Streams (rig -> edge):
 - telemetry (0x10): a fixed ring of ``backlog`` SAMPLE bodies (preallocated: no
   allocation per sample). Overflow drops the oldest, never silently: the dropped seq
   range is reported as EVENT ``telemetry_dropped``.
-- reliable (0x20): EVENT and REPLY bodies, at most ``queue`` of them.
+- reliable (0x20): EVENT and REPLY bodies, at most ``queue`` of them. Overflow
+  replaces the oldest with one ``reliable_dropped`` EVENT (a tombstone) that takes the
+  seq of the last message it replaces, so the stream the edge sees has no hole.
 
 Each stream keeps ``base`` (oldest unacknowledged), ``tx`` (next to transmit) and
-``next_seq``. A cumulative ACK frees up to its seq. Once the peer has acked on this
-connection, at most ``window`` messages beyond the ack are in flight, and when no ACK
-advances the stream for ``ack_timeout_ms`` the sender goes back to ``base`` (go-back-N).
-On a new connection the rig sends HELLO and waits up to ``ack_timeout_ms`` for the
-edge's ACKs (docs/link.md: the edge answers HELLO with them) to learn where to resume;
-a peer that sends none is served every message once, without window or retransmit
-timer (see "Firmware implementation notes" in docs/link.md).
+``next_seq``. Only a cumulative ACK frees anything; only overflow drops anything, and
+every drop is reported. Once the peer has acked on this connection, at most ``window``
+messages beyond the ack are in flight, and when no ACK advances the stream for
+``ack_timeout_ms`` the sender goes back to ``base`` (go-back-N). On a new connection
+the rig sends HELLO (repeated every ``ack_timeout_ms`` until the edge is heard) and
+waits up to ``ack_timeout_ms`` for the edge's ACKs to learn where to resume; without
+them it sends each message once and keeps it, and the first ACK goes back to the
+first message after it (see "Firmware implementation notes" in docs/link.md).
+Command numbers, their reply cache and duplicate detection live per boot.
 
 Transport (board): ``poll_accept()`` (non-blocking; True when a new connection was
 just established), ``write(data)`` (False when the connection failed),
@@ -25,25 +29,37 @@ just established), ``write(data)`` (False when the connection failed),
 import json
 import struct
 
+from micropython import const
+
 from fieldrig import FIRMWARE_VERSION, link
 from fieldrig.clock import diff_ms
 
-ACK_LEN = 5  # <BI
-MAX_READS_PER_POLL = 4  # bounds the time one poll spends on a flooding peer
-REPLY_CACHE = 8  # docs/link.md: the rig keeps the last 8 replies
-DROP_REPORT_MS = 1000  # telemetry_dropped events at most this often while dropping
+# const: inlined, no global (each name would be a qstr in the 128 KiB heap).
+_ACK_LEN = const(5)  # <BI
+_MAX_READS_PER_POLL = const(4)  # bounds the time one poll spends on a flooding peer
+_REPLY_CACHE = const(8)  # docs/link.md: the rig keeps the last 8 replies
+_DROP_REPORT_MS = const(1000)  # telemetry_dropped events at most this often while dropping
+_HELLO_REPEATS = const(4)  # HELLO again every ack_timeout_ms while the edge is silent
 
 
 class TxStream:
-    """Go-back-N sender bookkeeping for one stream (storage is the subclass's)."""
+    """Go-back-N sender bookkeeping for one stream. As is, it is the reliable stream:
+    EVENT/REPLY messages ``[seq, msg_type, body bytes]`` in ``items``, oldest first (a
+    tombstone has a 4th element, its event dict: ``Session._enqueue``). TelemetryRing
+    keeps its bodies in the ring instead. (One class less: the 128 KiB heap budget.)"""
 
-    def __init__(self, stream_id, window):
+    def __init__(self, stream_id, window, capacity):
         self.stream_id = stream_id
         self.window = window
+        self.capacity = capacity  # reliable: >= 8 (config), room for a tombstone
+        self.items = []
+        self.dropped = 0  # messages lost to overflow, since boot
         self.base = 0
         self.next_seq = 0
         self.tx = 0
-        # None: not known on this connection yet; True: the peer acks; False: it does not.
+        # None: no ACK on this connection (yet); True: the peer acked on the current (or
+        # last) connection; False: the last connection ended without any ACK and no
+        # edge ever freed anything of this boot (a peer that does not ack).
         self.acking = None
         self.hold = False  # after connect: wait for the first ACK before (re)sending
         self.progress_s = 0
@@ -85,7 +101,17 @@ class TxStream:
         return freed
 
     def _free(self, new_base):
-        pass
+        items = self.items
+        while items and items[0][0] < new_base:
+            items.pop(0)
+
+    def get(self, seq):
+        """The first message with seq >= ``seq`` (a tombstone stands for the seqs it
+        replaced); None when there is none."""
+        for it in self.items:
+            if it[0] >= seq:
+                return it
+        return None
 
 
 class TelemetryRing(TxStream):
@@ -95,37 +121,16 @@ class TelemetryRing(TxStream):
     CHUNK_SLOTS = 64
 
     def __init__(self, capacity, window):
-        super().__init__(link.STREAM_TELEMETRY, window)
+        super().__init__(link.STREAM_TELEMETRY, window, capacity)
         n_chunks = (capacity + self.CHUNK_SLOTS - 1) // self.CHUNK_SLOTS
-        self.capacity = capacity
         self.slot_len = link.SAMPLE_LEN
         self.chunks = [bytearray(self.CHUNK_SLOTS * self.slot_len) for _ in range(n_chunks)]
-        self.dropped = 0  # total since boot
 
     def chunk(self, seq):
         return self.chunks[(seq % self.capacity) // self.CHUNK_SLOTS]
 
     def offset(self, seq):
         return ((seq % self.capacity) % self.CHUNK_SLOTS) * self.slot_len
-
-
-class ReliableQueue(TxStream):
-    def __init__(self, capacity, window):
-        super().__init__(link.STREAM_RELIABLE, window)
-        self.capacity = capacity
-        self.items = []  # [seq, msg_type, body bytes], oldest first
-        self.dropped = 0
-
-    def _free(self, new_base):
-        items = self.items
-        while items and items[0][0] < new_base:
-            items.pop(0)
-
-    def get(self, seq):
-        for it in self.items:
-            if it[0] == seq:
-                return it
-        return None
 
 
 class Session:
@@ -138,7 +143,7 @@ class Session:
         self.on_command = on_command  # fn(body) -> (ok, result) or (False, (code, detail))
         self.ack_timeout_ms = ack_timeout_ms
         self.telemetry = TelemetryRing(backlog, window)
-        self.reliable = ReliableQueue(queue, window)
+        self.reliable = TxStream(link.STREAM_RELIABLE, window, queue)
         self.encoder = link.FrameEncoder()
         self.decoder = link.FrameDecoder(self._on_packet)
         self._rx = bytearray(256)
@@ -149,8 +154,12 @@ class Session:
         self._connect_us = 0
         self._rx_s = clock.s
         self._rx_us = clock.us
-        self._replies = []  # [cmd_seq, reliable seq, body], newest last
+        # Per boot, not per connection (docs/link.md "Commands"): the edge continues
+        # from HELLO's cmd_next, so a repeat after a reconnect is still recognised.
+        self._replies = []  # [cmd_seq, reliable seq (-1: dropped, queue again), body]
         self._max_cmd_seq = -1
+        # HELLOs sent on this connection; 99 once the edge is heard (no more repeats).
+        self._hellos = 0
         self.commands_executed = 0
         self.duplicate_commands = 0
         self.unexpected = 0
@@ -209,14 +218,35 @@ class Session:
 
     def _enqueue(self, msg_type, body):
         q = self.reliable
-        if len(q.items) >= q.capacity:
-            # Drop the oldest: a full queue means the edge has been gone for long.
-            # Counted (status "events_dropped"), never silent.
-            old = q.items.pop(0)
-            q.base = old[0] + 1
-            if q.tx < q.base:
-                q.tx = q.base
-            q.dropped += 1
+        items = q.items
+        if len(items) >= q.capacity:
+            # The edge has not acked for long: the oldest messages become one tombstone
+            # EVENT reliable_dropped at the head (docs/link.md): its seq is the last one
+            # it replaces, its body the range and how far the telemetry_dropped reports
+            # it swallowed went, so the edge's streams never wait for what is gone.
+            # Counted in status "events_dropped". (Inline: a method is one more qstr.)
+            head = items[0]
+            if len(head) > 3:
+                ev = head[3]
+                victims = items[1:2]
+            else:
+                ev = {"event": "reliable_dropped", "first_seq": head[0], "count": 0}
+                victims = items[0:2]
+            del items[0:2]
+            for v in victims:
+                q.dropped += 1
+                ev["count"] += 1
+                ev["last_seq"] = v[0]
+                if v[1] == link.MSG_REPLY:
+                    for r in self._replies:
+                        if r[1] == v[0]:
+                            r[1] = -1  # a repeat of its COMMAND queues it again
+                elif b"telemetry_dropped" in v[2]:
+                    # Its ranges are the oldest unacked telemetry when it was made: the
+                    # edge lacks exactly those of them at or below last_seq, so this
+                    # bound is the whole report (docs/link.md).
+                    ev["telemetry_through"] = json.loads(v[2])["last_seq"]
+            items.insert(0, [ev["last_seq"], link.MSG_EVENT, json.dumps(ev).encode(), ev])
         seq = q.next_seq
         q.items.append([seq, msg_type, body])
         q.next_seq = seq + 1
@@ -232,7 +262,7 @@ class Session:
             if not t.poll_accept():
                 return
             self._on_connect()
-        for _ in range(MAX_READS_PER_POLL):
+        for _ in range(_MAX_READS_PER_POLL):
             n = t.readinto(self._rx)
             if n < 0:
                 self._on_disconnect()
@@ -247,11 +277,27 @@ class Session:
         now_s = self.clock.s
         now_us = self.clock.us
         if self.connected:
+            if self._hellos <= _HELLO_REPEATS and diff_ms(
+                    now_s, now_us, self._connect_s,
+                    self._connect_us) >= self.ack_timeout_ms * self._hellos:
+                # HELLO at connect; then, while the edge is not heard (the HELLO may be
+                # lost on the line), again every ack_timeout_ms, 4 times; then the edge
+                # reopens the link (docs/edge.md, link.hello_timeout_s).
+                self._hellos += 1
+                ring = self.telemetry
+                rel = self.reliable
+                hello = {"rig": self.rig_id, "fw": FIRMWARE_VERSION,
+                         "protocol": link.PROTOCOL_VERSION, "boot": self.boot_id,
+                         "next_seq": ring.next_seq, "oldest_seq": ring.base,
+                         "rel_next": rel.next_seq, "rel_oldest": rel.base,
+                         "cmd_next": self._max_cmd_seq + 1}
+                self._write(self.encoder.frame(link.MSG_HELLO, 0, json.dumps(hello).encode()))
             for st in (self.telemetry, self.reliable):
                 if st.hold and diff_ms(now_s, now_us, self._connect_s,
                                        self._connect_us) >= self.ack_timeout_ms:
+                    # No ACK yet (lost, or a peer that does not ack): send each message
+                    # once and keep it; the first ACK goes back to what the edge lacks.
                     st.hold = False
-                    st.acking = False  # no ACK after HELLO: a peer that does not ack
                 elif st.acking and st.tx > st.base and diff_ms(
                         now_s, now_us, st.progress_s, st.progress_us) >= self.ack_timeout_ms:
                     st.timeouts += 1
@@ -260,7 +306,7 @@ class Session:
                     st.progress_s = now_s
                     st.progress_us = now_us
             if self._drop_first >= 0 and diff_ms(now_s, now_us, self._drop_report_s,
-                                                 self._drop_report_us) >= DROP_REPORT_MS:
+                                                 self._drop_report_us) >= _DROP_REPORT_MS:
                 self._flush_drops()
         self._pump(self.reliable)
         self._pump(self.telemetry)
@@ -277,20 +323,20 @@ class Session:
         self._connect_us = self.clock.us
         self._rx_s = self.clock.s
         self._rx_us = self.clock.us
-        self._replies = []  # command numbers restart per connection
-        self._max_cmd_seq = -1
+        self._hellos = 0
         for st in (self.telemetry, self.reliable):
             st.tx = st.base
             st.acking = None
             st.hold = True
-        ring = self.telemetry
-        hello = {"rig": self.rig_id, "fw": FIRMWARE_VERSION,
-                 "protocol": link.PROTOCOL_VERSION, "boot": self.boot_id,
-                 "next_seq": ring.next_seq, "oldest_seq": ring.base}
-        self._write(self.encoder.frame(link.MSG_HELLO, 0, json.dumps(hello).encode()))
+        self.service()  # sends HELLO first: the streams are held
 
     def _on_disconnect(self):
         self.connected = False
+        for st in (self.telemetry, self.reliable):
+            if st.acking is None and st.base == 0:
+                # No edge has ever freed anything of this boot and this one did not ack
+                # either: a peer that does not ack (app.done() reads it).
+                st.acking = False
         close = getattr(self.transport, "close", None)
         if close is not None:
             close()
@@ -310,30 +356,34 @@ class Session:
         enc = self.encoder
         while st.tx < limit:
             seq = st.tx
+            idle = seq == st.base
             if st.stream_id == link.STREAM_TELEMETRY:
                 # SAMPLE is the only telemetry type in v1: slots hold bodies only.
                 frame = enc.frame(link.MSG_SAMPLE, seq, st.chunk(seq), st.slot_len,
                                   st.offset(seq))
             else:
                 it = st.get(seq)
-                if it is None:  # freed meanwhile (cannot happen with base <= tx)
-                    st.tx = seq + 1
-                    continue
+                if it is None:  # cannot happen with tx < next_seq
+                    st.tx = limit
+                    break
+                if it[0] != seq:
+                    # Seqs a tombstone replaced: it goes out at its own seq, their last.
+                    # (It counts as one message of the window.)
+                    seq = it[0]
+                    st.tx = seq
+                    if seq >= limit and not idle:
+                        break
                 frame = enc.frame(it[1], seq, it[2])
-            if st.tx == st.base:
+            if idle:
                 # First message in flight: the ack timer runs from now.
                 st.progress_s = self.clock.s
                 st.progress_us = self.clock.us
             if not self._write(frame):
                 return
             st.tx = seq + 1
-        if st.acking is False and st.base < st.tx:
-            # A peer that does not ack will never free anything: what it was sent is
-            # all it gets, so free it now instead of reporting false overflow later.
-            st._free(st.tx)
-            st.base = st.tx
 
     def _on_packet(self, msg_type, seq, body):
+        self._hellos = 99  # the edge is heard: it has the HELLO
         self._rx_s = self.clock.s
         self._rx_us = self.clock.us
         if msg_type == link.MSG_ACK:
@@ -347,7 +397,7 @@ class Session:
             self.unexpected += 1
 
     def _on_ack(self, body):
-        if len(body) != ACK_LEN:
+        if len(body) != _ACK_LEN:
             self.unexpected += 1
             return
         stream_id, ack = struct.unpack("<BI", body)
@@ -365,9 +415,13 @@ class Session:
         for r in self._replies:
             if r[0] == cmd_seq:
                 # The edge did not get our REPLY: send the stored one again, same
-                # reliable seq, so the edge's duplicate filter sees one message.
+                # reliable seq, so the edge's duplicate filter sees one message. A REPLY
+                # a tombstone replaced is queued again (new seq): the edge still waits.
                 self.duplicate_commands += 1
-                self._write(self.encoder.frame(link.MSG_REPLY, r[1], r[2]))
+                if r[1] < 0:
+                    r[1] = self._enqueue(link.MSG_REPLY, r[2])
+                else:
+                    self._write(self.encoder.frame(link.MSG_REPLY, r[1], r[2]))
                 return
         if cmd_seq <= self._max_cmd_seq:
             # Older than every remembered reply: executing it now would replay a stale
@@ -385,7 +439,7 @@ class Session:
         body_out = self._reply_body(cmd_seq, ok, result)
         rel_seq = self._enqueue(link.MSG_REPLY, body_out)
         self._replies.append([cmd_seq, rel_seq, body_out])
-        if len(self._replies) > REPLY_CACHE:
+        if len(self._replies) > _REPLY_CACHE:
             self._replies.pop(0)
 
     def _reply_body(self, cmd_seq, ok, result):

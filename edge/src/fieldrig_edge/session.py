@@ -4,7 +4,16 @@ Contract: docs/link.md ("Reliable delivery"). The gateway is the go-back-N recei
 per (boot, stream) it accepts only the next sequence number, spools it, and acks
 cumulatively once the spool commit has returned. A duplicate (a retransmission of
 something already accepted) is dropped and re-acked; a message ahead of a missing one
-is dropped too, and the rig goes back to the gap on its ack timeout.
+is dropped too, and the rig goes back to the gap on its ack timeout. The one message
+accepted ahead of the expected seq is the rig's ``reliable_dropped`` tombstone, which
+stands for the reliable messages its queue overflowed (it names them).
+
+Where a stream skips forward, the rig's own report says why: HELLO's ``oldest_seq`` /
+``rel_oldest`` for a boot this gateway never saw (reported here as
+``before_first_contact``), ``telemetry_dropped`` and the tombstone's
+``telemetry_through`` for overflow. Command numbers are per boot (HELLO ``cmd_next``),
+so a command survives a reconnect: it is retransmitted with its number on the new
+connection and its REPLY matched there.
 
 A rig whose HELLO carries no ``boot`` (the firmware before the reliable layer) never
 retransmits: for it, a gap is accepted and reported (``telemetry_gap``) instead of
@@ -53,7 +62,9 @@ MAX_WRITE_BUFFER = 256 * 1024  # a rig that does not read its link gets no more 
 MAX_QUEUED_COMMANDS = 8
 DUP_ACK_INTERVAL_S = 0.05
 ACK_REPEAT_S = 0.25          # cumulative ACK heartbeat on a reliable link
-STALL_ROUNDS = 8             # go-back rounds without the expected seq before resync
+# Last resort (a rig that breaks the contract): go-back rounds without the expected seq
+# before the stream is resynchronised at what the rig does send, reported as a gap.
+STALL_ROUNDS = 8
 STALL_S = 4.0                # ... and at least this long without progress
 
 
@@ -92,6 +103,9 @@ class RigHealth:
     command_retransmits: int = 0
     late_replies: int = 0
     writes_skipped: int = 0
+    reliable_dropped: int = 0     # reliable messages the rig reported lost (tombstones)
+    hello_repeats: int = 0        # HELLOs repeated by the rig on a live connection
+    resyncs: int = 0              # last-resort resynchronisations (a rig bug: see log)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -110,6 +124,7 @@ class ReplyTo:
 class Pending:
     reply_to: ReplyTo
     future: asyncio.Future[dict[str, Any]]
+    boot: int
 
 
 @dataclass(slots=True)
@@ -127,9 +142,9 @@ class Link:
     held: list[tuple[link.Sample, int]] = field(default_factory=list)
     hold_timer: asyncio.TimerHandle | None = None
     rig_state: int | None = None
-    next_cmd_seq: int = 0
-    pending: dict[int, Pending] = field(default_factory=dict)
-    answered: set[int] = field(default_factory=set)
+    # HELLO has cmd_next: command numbers are per boot (else per connection, from 0).
+    cmd_per_boot: bool = False
+    rel_reported: bool = False    # HELLO names the reliable range (rel_oldest, rel_next)
     # Stall detection per stream (see _stalled): lowest seq seen ahead of the expected
     # one since the last progress, how often the rig went back, since when.
     stall_min: dict[int, int] = field(default_factory=dict)
@@ -138,7 +153,7 @@ class Link:
     stall_since: dict[int, float] = field(default_factory=dict)
     sync_token: int = 0
     sync_sent: dict[int, int] = field(default_factory=dict)
-    last_dup_ack: float = 0.0
+    last_dup_ack: dict[int, float] = field(default_factory=lambda: {TELE: 0.0, REL: 0.0})
 
 
 def _num(x: float) -> float | None:
@@ -158,6 +173,12 @@ class RigSession:
         self._cmd_waiting = 0
         self._sync_task: asyncio.Task[None] | None = None
         self._errors_base = 0
+        # Commands live per boot of the rig, across connections (docs/link.md).
+        self._cmd_boot: int | None = None
+        self._next_cmd_seq = 0
+        self.pending: dict[int, Pending] = {}
+        self._answered: set[int] = set()
+        self._link_changed = asyncio.Event()
 
     # ------------------------------------------------------------------ connection
 
@@ -259,21 +280,44 @@ class RigSession:
         if rig != self.cfg.rig:
             raise WrongRig(f"port {self.cfg.port} is configured for rig {self.cfg.rig!r} but "
                            f"the rig there says it is {rig!r}: not recording its data")
-        if self.link is not None:
-            self._end_link("new HELLO on the same connection (rig reset)")
         boot_v = info.get("boot")
         legacy = not isinstance(boot_v, int) or isinstance(boot_v, bool)
         oldest = nxt = 0
-        if not isinstance(boot_v, int) or isinstance(boot_v, bool):
+        rel_range: tuple[int, int] | None = None
+        cmd_next: int | None = None
+        if legacy:
             # No boot id, no retransmission: a per-connection id keeps accounting safe.
             boot = secrets.randbits(32)
         else:
+            assert isinstance(boot_v, int)
             boot = boot_v
             o, n = info.get("oldest_seq"), info.get("next_seq")
-            if not (isinstance(o, int) and isinstance(n, int) and 0 <= o <= n
-                    and 0 <= boot <= 0xFFFFFFFF):
+            if not (_u32(o) and _u32(n) and o <= n and _u32(boot)):  # type: ignore[operator]
                 raise link.LinkError(f"malformed HELLO: {info!r}")
+            assert isinstance(o, int) and isinstance(n, int)
             oldest, nxt = o, n
+            ro, rn, cn = info.get("rel_oldest"), info.get("rel_next"), info.get("cmd_next")
+            if ro is not None or rn is not None:
+                if not (_u32(ro) and _u32(rn) and ro <= rn):  # type: ignore[operator]
+                    raise link.LinkError(f"malformed HELLO: {info!r}")
+                assert isinstance(ro, int) and isinstance(rn, int)
+                rel_range = (ro, rn)
+            if cn is not None:
+                if not _u32(cn):
+                    raise link.LinkError(f"malformed HELLO: {info!r}")
+                assert isinstance(cn, int)
+                cmd_next = cn
+        lk = self.link
+        if lk is not None and not legacy and lk.boot == boot:
+            # The rig repeats HELLO while it hears nothing from us (our ACKs lost): the
+            # same boot on the same connection. Answer it again; nothing is reset.
+            self.health.hello_repeats += 1
+            self._check_ranges(lk, oldest, nxt, rel_range, known=True)
+            for s in (TELE, REL):
+                self._send_ack(s)
+            return
+        if lk is not None:
+            self._end_link("new HELLO on the same connection (rig reset)")
         # Rows of this boot may still sit in the commit batch (a quick reconnect):
         # commit them first so that the dedup state read below is complete.
         await self.gw.flush_commits()
@@ -284,24 +328,12 @@ class RigSession:
         clock = ClockMap.restore(clock_state)
         lk = Link(boot=boot, legacy=legacy, fw=str(info.get("fw", "")), clock=clock,
                   durable=dict(durable), expected={s: q + 1 for s, q in durable.items()},
-                  durable_last_time_ns=clock.last_time_ns)
+                  durable_last_time_ns=clock.last_time_ns, cmd_per_boot=cmd_next is not None,
+                  rel_reported=rel_range is not None)
         self.link = lk
         if not legacy:
-            if nxt < lk.expected[TELE]:
-                # The rig claims fewer messages than this boot already spooled: a boot id
-                # collision or a rig bug. Its new samples would look like duplicates.
-                self.gw.gateway_event(self.cfg, boot, "boot_conflict", {
-                    "next_seq": nxt, "spooled_through": durable[TELE]})
-                log.error("rig boot conflict", extra={"rig": self.cfg.rig, "boot": boot,
-                                                      "next_seq": nxt})
-            if oldest > lk.expected[TELE]:
-                # The rig no longer holds what we wait for: overflow (it sends a
-                # telemetry_dropped event) or freed unacked on a connection it served
-                # without acks. Either way, waiting would stall the stream forever.
-                self._gap(lk.expected[TELE], oldest - 1,
-                          "not_in_rig_backlog" if known else "before_first_contact")
-                lk.expected[TELE] = oldest
-                self.gw.mark(self.cfg.rig, boot, TELE, oldest - 1)
+            self._check_ranges(lk, oldest, nxt, rel_range, known)
+        self._commands_on_hello(lk, cmd_next)
         if not known:
             self.gw.gateway_event(self.cfg, boot, "rig_boot", {
                 "fw": lk.fw, "protocol": "legacy" if legacy else "reliable",
@@ -312,7 +344,8 @@ class RigSession:
         self.health.hello_backlog = nxt - oldest
         log.info("rig hello", extra={"rig": self.cfg.rig, "boot": boot, "fw": lk.fw,
                                      "protocol": self.health.protocol, "known_boot": known,
-                                     "oldest_seq": oldest, "next_seq": nxt})
+                                     "oldest_seq": oldest, "next_seq": nxt,
+                                     "rel_range": rel_range, "cmd_next": cmd_next})
         for s in (TELE, REL):
             self._send_ack(s)
         if legacy:
@@ -324,23 +357,78 @@ class RigSession:
                 lk.hold_timer = asyncio.get_running_loop().call_later(
                     HOLD_FOR_SYNC_S, self._hold_expired, lk)
         self._set_state("online")
+        self._link_changed.set()
+
+    def _check_ranges(self, lk: Link, oldest: int, nxt: int,
+                      rel_range: tuple[int, int] | None, known: bool) -> None:
+        """Apply what HELLO says the rig still holds (docs/link.md, "Sessions and boots")."""
+        streams: list[tuple[int, int, int]] = [(TELE, oldest, nxt)]
+        if rel_range is not None:
+            streams.append((REL, *rel_range))
+        for s, o, n in streams:
+            if n < lk.expected[s]:
+                # The rig claims fewer messages than this boot already spooled: a boot id
+                # collision or a rig bug. Its new messages would look like duplicates.
+                self.gw.gateway_event(self.cfg, lk.boot, "boot_conflict", {
+                    "stream": s, "next_seq": n, "spooled_through": lk.expected[s] - 1})
+                log.error("rig boot conflict", extra={"rig": self.cfg.rig, "boot": lk.boot,
+                                                      "stream": s, "next_seq": n})
+            if o <= lk.expected[s]:
+                continue
+            # The rig no longer holds what we wait for; waiting would stall the stream.
+            if not known:
+                # Taken by another gateway (or spool), or dropped by the rig before
+                # we came (its telemetry_dropped events say which).
+                self._gap(lk.expected[s], o - 1, "before_first_contact", stream=s)
+            elif s == TELE and lk.rel_reported:
+                # This boot's rig keeps everything until acked: only its overflow drops,
+                # and it reports exactly that (telemetry_dropped / tombstone): no gap
+                # report of ours, it would count the same samples twice.
+                log.info("rig telemetry backlog overflowed (the rig reports the range)",
+                         extra={"rig": self.cfg.rig, "boot": lk.boot,
+                                "first_seq": lk.expected[s], "last_seq": o - 1})
+            else:
+                # An older firmware that freed unacked messages, or a rig bug.
+                self._gap(lk.expected[s], o - 1, "not_in_rig_backlog", stream=s)
+            lk.expected[s] = o
+            self.gw.mark(self.cfg.rig, lk.boot, s, o - 1)
+
+    def _commands_on_hello(self, lk: Link, cmd_next: int | None) -> None:
+        """Command numbering for this link: per boot when the rig says where it stands
+        (``cmd_next``), so commands in flight survive the reconnect; else per connection."""
+        if not lk.cmd_per_boot or self._cmd_boot != lk.boot:
+            self._fail_pending("rig_reset" if self._cmd_boot is not None else
+                               "rig_disconnected",
+                               "the rig restarted (new boot) before it replied; it may or "
+                               "may not have run: check the rig status")
+            self._answered.clear()
+            self._next_cmd_seq = 0
+        self._cmd_boot = lk.boot if lk.cmd_per_boot else None
+        if cmd_next is not None and cmd_next > self._next_cmd_seq:
+            self._next_cmd_seq = cmd_next
+
+    def _fail_pending(self, code: str, detail: str) -> None:
+        for seq, pend in self.pending.items():
+            if not pend.future.done():
+                pend.future.set_exception(CommandError(code, f"command {seq}: {detail}"))
+        self.pending.clear()
 
     def _end_link(self, why: str) -> None:
         lk = self.link
         if lk is None:
             return
         self.link = None
+        self._link_changed.set()
         if lk.hold_timer is not None:
             lk.hold_timer.cancel()
         if self._sync_task is not None:
             self._sync_task.cancel()
             self._sync_task = None
-        for seq, pend in lk.pending.items():
-            if not pend.future.done():
-                pend.future.set_exception(CommandError(
-                    "rig_disconnected", f"link lost before the rig replied to command "
-                    f"{seq} ({why}); it may or may not have run: check the rig status"))
-        lk.pending.clear()
+        if not lk.cmd_per_boot:
+            # Numbers restart with the next connection: what is in flight cannot be
+            # matched there.
+            self._fail_pending("rig_disconnected", f"link lost before the rig replied "
+                               f"({why}); it may or may not have run: check the rig status")
         # Held samples were never acked: the rig still has them and resends them.
         lk.held.clear()
 
@@ -361,7 +449,11 @@ class RigSession:
             self.health.duplicates += 1
             self._dup_ack(lk, stream)
             return
-        if p.seq > exp:
+        if p.seq > exp and stream == REL and _tombstone_covers(p, exp):
+            # The rig's queue overflowed: this tombstone stands for exp..seq-1 (and
+            # itself). Accepted in order of what it replaces; its body is the report.
+            self.health.reliable_dropped += p.seq - exp
+        elif p.seq > exp:
             if not lk.legacy:
                 self.health.out_of_order += 1
                 self._dup_ack(lk, stream)
@@ -371,8 +463,14 @@ class RigSession:
                 if p.seq != exp:
                     return
                 # The rig went back again and again and never reached the message we
-                # wait for: it no longer has it (a full queue dropped it, or it was
-                # freed unacked). Resynchronise at the oldest it does have, reported.
+                # wait for: it no longer has it, and no report of the rig said so. The
+                # contract rules this out (docs/link.md): a rig bug, or a firmware from
+                # before the reliable ranges in HELLO. Resynchronise at the oldest it
+                # does have, reported, rather than stall the rig forever.
+                self.health.resyncs += 1
+                log.error("rig stream resynchronised without a rig report",
+                          extra={"rig": self.cfg.rig, "boot": lk.boot, "stream": stream,
+                                 "first_seq": lk.expected[stream], "last_seq": exp - 1})
                 self._gap(lk.expected[stream], exp - 1, "rig_no_longer_has", stream=stream)
             else:
                 self._gap(exp, p.seq - 1, "lost_on_link", stream=stream)
@@ -476,6 +574,8 @@ class RigSession:
                 return
             if name == "telemetry_dropped":
                 self._rig_dropped(lk, ev)
+            elif name == "reliable_dropped":
+                self._rig_tombstone(lk, ev)
             kind = KIND_EIS if name == "eis_spectrum" else KIND_EVENT
             payload = self.gw.envelope(self.cfg, lk.boot)
             payload.update({"seq": p.seq, "time_ns": t_recv, "source": "rig"})
@@ -507,6 +607,23 @@ class RigSession:
             lk.expected[TELE] = last + 1
             self.gw.mark(self.cfg.rig, lk.boot, TELE, last)
 
+    def _rig_tombstone(self, lk: Link, ev: dict[str, Any]) -> None:
+        """A reliable_dropped tombstone: the messages it replaced are counted on
+        acceptance (_on_packet); ``telemetry_through`` stands for the telemetry_dropped
+        reports it swallowed: every sample up to it that we lack is gone (the rig keeps
+        all it has not dropped), so the telemetry stream moves on, reported here."""
+        t = ev.get("telemetry_through")
+        if not isinstance(t, int) or isinstance(t, bool) or lk.expected[TELE] > t:
+            return
+        first = lk.expected[TELE]
+        self.health.gaps_reported += t - first + 1
+        # The rig's own ranges were swallowed: say which samples they covered for us.
+        self.gw.gateway_event(self.cfg, lk.boot, "telemetry_gap", {
+            "first_seq": first, "last_seq": t, "count": t - first + 1,
+            "reason": "rig_dropped_report_in_tombstone"})
+        lk.expected[TELE] = t + 1
+        self.gw.mark(self.cfg.rig, lk.boot, TELE, t)
+
     def _on_reply(self, lk: Link, p: link.Packet) -> None:
         try:
             rep = link.parse_json_body(p)
@@ -515,16 +632,17 @@ class RigSession:
             return
         cmd_seq_v = rep.get("cmd_seq")
         cmd_seq = cmd_seq_v if isinstance(cmd_seq_v, int) else -1
-        pend = lk.pending.pop(cmd_seq, None)
+        pend = self.pending.pop(cmd_seq, None) if self._cmd_boot == lk.boot or \
+            not lk.cmd_per_boot else None
         if pend is None:
-            if cmd_seq in lk.answered:
+            if cmd_seq in self._answered:
                 return  # the rig re-sent a stored reply we already have
             # A reply nobody waits for any more (timed out, or from before a reconnect):
             # reported, never dropped silently.
             self.health.late_replies += 1
             self.gw.gateway_event(self.cfg, lk.boot, "late_reply", {"reply": rep})
             return
-        lk.answered.add(cmd_seq)
+        self._answered.add(cmd_seq)
         ok = rep.get("ok") is True
         body: dict[str, Any] = {"schema": 1, "site": self.gw.cfg.site, "rig": self.cfg.rig,
                                 "gateway": self.gw.cfg.gateway_id, "cmd": pend.reply_to.cmd,
@@ -605,8 +723,8 @@ class RigSession:
 
     def _dup_ack(self, lk: Link, stream: int) -> None:
         now = time.monotonic()
-        if now - lk.last_dup_ack >= DUP_ACK_INTERVAL_S:
-            lk.last_dup_ack = now
+        if now - lk.last_dup_ack[stream] >= DUP_ACK_INTERVAL_S:
+            lk.last_dup_ack[stream] = now
             self._send_ack(stream)
 
     def _update_backlog(self, lk: Link) -> None:
@@ -698,40 +816,46 @@ class RigSession:
             raise CommandError("unsupported", f"rig {self.cfg.rig} firmware {lk.fw!r} has no "
                                               "command support (HELLO without boot)")
         commands.check_state(cmd, lk.rig_state)
+        seq = self._next_cmd_seq
         try:
-            frame = link.encode_json(link.MSG_COMMAND, lk.next_cmd_seq, cmd.link_body())
+            frame = link.encode_json(link.MSG_COMMAND, seq, cmd.link_body())
         except link.LinkError as exc:
             raise CommandError("too_large", f"command does not fit a link frame: {exc}") from None
-        seq = lk.next_cmd_seq
-        lk.next_cmd_seq += 1
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        lk.pending[seq] = Pending(reply_to, fut)
+        self._next_cmd_seq += 1
         loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.pending[seq] = Pending(reply_to, fut, lk.boot)
         deadline = loop.time() + self.gw.cfg.command_timeout_s
         first = True
         log.info("command to rig", extra={"rig": self.cfg.rig, "cmd": cmd.cmd,
                                           "cmd_seq": seq, "args": cmd.args})
-        while True:
-            if self.link is not lk:
-                break  # the future carries rig_disconnected
-            self._write(frame)
-            if first:
-                self.health.commands_sent += 1
-                first = False
-            else:
-                self.health.command_retransmits += 1
+        while not fut.done():
+            cur = self.link
+            if cur is not None and cur.boot == lk.boot:
+                # Same boot (maybe a new connection): the same number, so the rig runs
+                # it at most once and re-sends its stored REPLY (docs/link.md).
+                self._write(frame)
+                if first:
+                    self.health.commands_sent += 1
+                    first = False
+                else:
+                    self.health.command_retransmits += 1
             remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.pending.pop(seq, None)
+                self.health.command_timeouts += 1
+                raise CommandError("timeout", f"rig {self.cfg.rig} did not reply to "
+                                   f"{cmd.cmd} within {self.gw.cfg.command_timeout_s} s; "
+                                   "it may or may not have run")
+            self._link_changed.clear()
+            wait = min(self.gw.cfg.command_retransmit_s, remaining)
+            link_changed: asyncio.Future[Any] = asyncio.ensure_future(
+                self._link_changed.wait())
+            waiters: set[asyncio.Future[Any]] = {fut, link_changed}
             try:
-                await asyncio.wait_for(asyncio.shield(fut),
-                                       max(0.0, min(self.gw.cfg.command_retransmit_s, remaining)))
-                break
-            except TimeoutError:
-                if loop.time() >= deadline:
-                    lk.pending.pop(seq, None)
-                    self.health.command_timeouts += 1
-                    raise CommandError("timeout", f"rig {self.cfg.rig} did not reply to "
-                                       f"{cmd.cmd} within {self.gw.cfg.command_timeout_s} s; "
-                                       "it may or may not have run") from None
+                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                link_changed.cancel()
         return await fut
 
     # ---------------------------------------------------------------------- status
@@ -753,6 +877,23 @@ class RigSession:
                 "gateway": self.gw.cfg.gateway_id, "cell": self.cfg.cell, "run": self.cfg.run,
                 "state": h.state, "boot": h.boot, "fw": h.fw, "protocol": h.protocol,
                 "time_ns": time.time_ns()}
+
+
+def _u32(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFFFFFF
+
+
+def _tombstone_covers(p: link.Packet, expected: int) -> bool:
+    """A reliable_dropped tombstone that stands for ``expected`` (docs/link.md)."""
+    if p.msg_type != link.MSG_EVENT or b"reliable_dropped" not in p.body:
+        return False
+    try:
+        ev = link.parse_json_body(p)
+    except link.LinkError:
+        return False
+    first, last = ev.get("first_seq"), ev.get("last_seq")
+    return (ev.get("event") == "reliable_dropped" and _u32(first) and last == p.seq
+            and first <= expected)  # type: ignore[operator]
 
 
 def _uptime_ns(s: link.Sample) -> int:
