@@ -107,7 +107,8 @@ class _LevelTracker:
 
 
 class Wiring:
-    def __init__(self, bench=None, pins=None, analog=None, plant=None, use_board=True):
+    def __init__(self, bench=None, pins=None, analog=None, plant=None, use_board=True,
+                 coalesce_adc=False):
         bench = bench if bench is not None else machine.BENCH
         self.bench = bench
         board = _board() if use_board else None
@@ -137,6 +138,11 @@ class Wiring:
                       miso=p["spi0_rx"], name="ADS131M04")
         bench.add_clocked(self.adc)
         self.adc.attach_drdy(bench.driver_for(p["adc_drdy"]))
+        if coalesce_adc:
+            # Skipping unread conversions is exact only while no IRQ handler sees DRDY.
+            drdy_state = bench.pin_state(p["adc_drdy"])
+            self.adc.coalesce = True
+            self.adc.drdy_observed = lambda: drdy_state.irq_handler is not None
         bench.watch(p["adc_sync_reset"], self.adc.sync_reset_changed)
         bench.board_pull(p["adc_sync_reset"], 1)
 
@@ -181,6 +187,9 @@ class Wiring:
         self._gate = _LevelTracker(bench, p["pulse_gate"])
 
         self.range_index = -1  # V->I stage range (no range-switch pins on the board yet)
+        # End stops forced triggered from outside (a bench fault: a stop hit or a broken
+        # wire), whatever the screw position says.
+        self._endstop_forced = {"endstop_min": False, "endstop_max": False}
         self._t_read_ns = bench.now_ns
         self._heater_j0 = 0.0
         self._press_moved(self.press.position_256)
@@ -192,6 +201,8 @@ class Wiring:
         a = self.analog
         if range_index is not None:
             self.range_index = range_index
+        if cell_v is not None or cell_i_a is not None or ref_v is not None:
+            self.adc.sync()  # conversions before now saw the previous inputs
         vin = self.adc.inputs_v
         if cell_v is not None:
             vin[0] = cell_v / a["cell_v_divider"]
@@ -236,9 +247,19 @@ class Wiring:
         travel = (self.press.position_256 / 256 / pl["press_full_steps_per_rev"]
                   * pl["press_lead_mm"])
         p = self.pins
+        forced = self._endstop_forced
+        hit_min = travel <= pl["endstop_min_mm"] or forced["endstop_min"]
+        hit_max = travel >= pl["endstop_max_mm"] or forced["endstop_max"]
         # NC switches to GND with pull-ups: closed (0) normally, open (1) when pressed.
-        self.bench.drive(p["endstop_min"], None if travel <= pl["endstop_min_mm"] else 0)
-        self.bench.drive(p["endstop_max"], None if travel >= pl["endstop_max_mm"] else 0)
+        self.bench.drive(p["endstop_min"], None if hit_min else 0)
+        self.bench.drive(p["endstop_max"], None if hit_max else 0)
+
+    def force_endstops(self, endstop_min=False, endstop_max=False):
+        """Hold an end stop triggered (switch open) whatever the press position -- a stop
+        hit by a jammed screw or a broken wire; False gives it back to the mechanics."""
+        self._endstop_forced["endstop_min"] = bool(endstop_min)
+        self._endstop_forced["endstop_max"] = bool(endstop_max)
+        self._press_moved(self.press.position_256)
 
     # -- actuators out -------------------------------------------------------------------
     def stage_fullscale_a(self):

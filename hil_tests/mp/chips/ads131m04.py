@@ -40,6 +40,16 @@ phase calibration, global chop, current-detect mode, DC block filter, SPI timeou
 operation with CS tied low (frames are delimited by CS), noise.
 
 Faults: ``corrupt_crc(n)`` flips bits of the output CRC of the next n frames.
+
+Coalescing (opt-in, ``coalesce = True``; the lockstep bench uses it): while two unread
+conversions are buffered, DRDY is low in level mode and nobody watches its edges
+(``drdy_observed()`` false: no IRQ handler), further conversions change nothing a reader
+can see except *which* two are buffered. The model then schedules no events and
+``sync()`` -- called on every chip select, block load and input change -- replays the
+skipped conversions at once: counters, block position and the two buffered results are
+exactly those of converting one by one; only ``rail_clips`` does not count conversions
+that were never buffered. At 1 kSPS and one read per 10 ms this turns ten events per read
+into one.
 """
 
 from chips import ManualClock, _noop_drive
@@ -116,6 +126,8 @@ class ADS131M04:
         self.block_underruns = 0
         self.rail_clips = [0] * N_CH
         self.rx_crc_errors = 0
+        self.coalesce = False
+        self.drdy_observed = None  # callable: True when DRDY edges have an observer
         self._power_on()
 
     # -- bench side -------------------------------------------------------------------
@@ -126,12 +138,14 @@ class ADS131M04:
 
     def set_inputs_v(self, volts):
         """Static differential input voltages of the 4 channels (V)."""
+        self.sync()
         for ch in range(N_CH):
             self.inputs_v[ch] = float(volts[ch])
 
     def load_block_v(self, channels):
         """Queue one voltage per conversion: ``channels`` = 4 equal-length sequences (V).
         Replaces any block not yet consumed."""
+        self.sync()
         n = len(channels[0])
         for c in channels:
             if len(c) != n:
@@ -141,6 +155,7 @@ class ADS131M04:
         self._block_n = n
 
     def block_remaining(self):
+        self.sync()
         return self._block_n - self._block_i if self._block is not None else 0
 
     def corrupt_crc(self, frames):
@@ -148,6 +163,7 @@ class ADS131M04:
         self._crc_corrupt = frames
 
     def reg(self, addr):
+        self.sync()
         if addr == STATUS:
             return self._status()
         if addr == REGMAP_CRC:
@@ -250,7 +266,52 @@ class ADS131M04:
     def next_event_ns(self):
         if self._standby or not self._enabled:
             return None
+        if self.coalesce and self._dormant():
+            return None  # conversions go on; sync() replays them when someone looks
         return self._next_conv_ns
+
+    def _dormant(self):
+        if len(self._fifo) < 2 or self._drdy_pulse or self.drdy_level != 0:
+            return False
+        obs = self.drdy_observed
+        return obs is None or not obs()
+
+    def sync(self):
+        """Replay the conversions due up to now that coalescing skipped (no-op otherwise:
+        without coalescing none is ever overdue)."""
+        if not self.coalesce or self._standby or not self._enabled:
+            return
+        now = self.clock.now_ns
+        t = self._next_conv_ns
+        if t > now:
+            return
+        period = self._period_ns
+        k = (now - t) // period + 1
+        if k > 2:
+            # Only the last two can still be in the buffer: the others just move the
+            # block and the counters (each one pushed the oldest buffered result out).
+            skip = k - 2
+            self._skip(skip)
+            self._next_conv_ns = t + skip * period
+        while self._next_conv_ns <= now:
+            self.on_event(self._next_conv_ns)
+
+    def _skip(self, n):
+        self.samples_converted += n
+        self.samples_lost += n
+        blk = self._block
+        if blk is None:
+            return
+        left = self._block_n - self._block_i
+        used = n if n < left else left
+        if used > 0:
+            self._block_i += used
+            if self._block_i == self._block_n:
+                last = self._block_n - 1
+                for ch in range(N_CH):
+                    self.inputs_v[ch] = blk[ch][last]
+        if n > used:
+            self.block_underruns += n - used
 
     def on_event(self, now_ns):
         self._next_conv_ns += self._period_ns
@@ -337,6 +398,7 @@ class ADS131M04:
 
     # -- SPI ----------------------------------------------------------------------------
     def spi_select(self):
+        self.sync()
         self._selected = True
         self._pos = 0
         self._in_len = 0
@@ -504,6 +566,7 @@ class ADS131M04:
 
     # -- SYNC/RESET pin -----------------------------------------------------------------
     def sync_reset_changed(self, level):
+        self.sync()
         now = self.clock.now_ns
         if level == 0:
             self._sync_low_ns = now
