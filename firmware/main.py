@@ -5,4 +5,7 @@ import sys
 
 from fieldrig import app
 
-app.main(getattr(sys, "argv", [])[1:])
+argv = getattr(sys, "argv", [])[1:]
+if sys.platform == "rp2" and "--board" not in argv:
+    argv = ["--board", "pico2w"] + argv  # the Pico 2 W (its drivers, its watchdog)
+app.main(argv)

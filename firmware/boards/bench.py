@@ -6,8 +6,9 @@ Runs only under the MicroPython unix port with ``hil_tests/mp/vtime`` and
 that way): ``import machine`` then yields the bench's stand-in, whose ``BENCH`` holds the
 chip models that ``wiring.Wiring`` connects to the pins of ``boards.pico2w``. The drivers
 are built by ``pico2w.build`` itself -- same pins, same options, same constructors -- so
-what runs here is what runs on the board; this file only adds what the Pico 2 W board file
-does not provide yet (part initialisation, range switch, pulse gate, the clock).
+what runs here is what runs on the board (part initialisation, range switch, pulse gate,
+watchdog included); this file only adds what is bench-specific: the chip models, the
+lockstep clock, the TCP link and the load-cell scale of the simulated plant.
 
 The lockstep exchange (docs/hil.md, "The bench"): the board's clock is virtual and its
 ``sleep_until`` is the sync point. Time is cut into steps (``t_end`` chosen by the bench).
@@ -21,9 +22,8 @@ own edge or a real gateway connects to it; the exchange has its own Unix-domain 
 
 Options (``--key value``): ``bench`` (path of the bench's Unix socket, required),
 ``host`` / ``port`` (TCP link), ``coalesce_adc`` (``1`` default, ``0`` converts every
-ADC sample as an event), ``rtd_settle_ms`` (power-up wait for the first RTD conversion,
-70), ``press_start_mm`` (screw travel at power-up), ``config`` (config file), and every
-``pico2w.DEFAULTS`` option.
+ADC sample as an event), ``press_start_mm`` (screw travel at power-up), ``config``
+(config file), and every ``pico2w.DEFAULTS`` option (``rtd_settle_ms`` among them).
 """
 
 import json
@@ -195,20 +195,20 @@ def _unix_addr(path):
     return struct.pack("<H", _af_unix()) + path.encode() + bytes(1)
 
 
-class RangeSwitch:
-    """The V->I stage's range switch. The reference board has no pins for it yet, so the
-    bench stands in for the analog switch: the selected range reaches the wiring (and with
-    it the commanded current); -1 disconnects the output."""
+def watch_range_switch(w):
+    """The V->I stage's range as the wiring sees it: from the levels of the board's range
+    switch pins (``pico2w.RANGE_PINS``, one-hot, all low = disconnected)."""
+    pins = [pico2w.PINS[name] for name in pico2w.RANGE_PINS]
 
-    def __init__(self, w):
-        self._w = w
-        self.index = -1
-        self.selects = 0
+    def changed(_level):
+        index = -1
+        for i in range(len(pins)):
+            if BENCH.level(pins[i]):
+                index = i
+        w.range_index = index
 
-    def select(self, index):
-        self.index = index
-        self.selects += 1
-        self._w.range_index = index
+    for p in pins:
+        BENCH.watch(p, changed)
 
 
 class Sync:
@@ -466,25 +466,6 @@ class BenchClock:
         self.update()
 
 
-def init_parts(drivers, rtd_settle_ms):
-    """What the board does once at power-up, after the safe-state build: each part's
-    datasheet initialisation. The Pico 2 W board file leaves this to its caller.
-
-    The MAX31865's result registers read 0 (= -242 degC, no fault bit) until its first
-    automatic conversion (VBIAS settling + one 20 ms conversion at 50 Hz); the firmware
-    would take that for a reading, so power-up waits for it here."""
-    import time
-
-    drivers["adc"].init()
-    drivers["rtd"].init()
-    drivers["loadcell"].init()
-    press = drivers["press"]
-    press.init()
-    press.enable()
-    if rtd_settle_ms > 0:
-        time.sleep_ms(rtd_settle_ms)
-
-
 def build(opts):
     if "bench" not in opts:
         raise ValueError("the bench board needs --bench <unix socket path>")
@@ -504,29 +485,15 @@ def build(opts):
     board_opts = dict(opts)
     if "loadcell_n_per_code" not in board_opts:
         board_opts["loadcell_n_per_code"] = repr(loadcell_n_per_code(w.plant))
-    drivers = pico2w.build(board_opts, machine=machine, link=link)
-    init_parts(drivers, int(opts.get("rtd_settle_ms", "70")))
-    ranges = RangeSwitch(w)
-    from fieldrig.echem.pulses import make_gate
-
-    # The real PIO gate program on the rp2 stand-in: the bench reads its waveform.
-    gate = make_gate(pico2w.PINS["pulse_gate"])
-    board = {
-        "link": link,
-        "adc": drivers["adc"],
-        "rtd": drivers["rtd"],
-        "heater": drivers["heater"],
-        "loadcell": drivers["loadcell"],
-        "press": drivers["press"],
-        "dac": drivers["dac"],
-        "range_switch": ranges,
-        "pulses": gate,
-        "pulse_gate": gate,
-        # pico2w.build names the watchdog "watchdog"; the application feeds board["wdt"].
-        "wdt": drivers["watchdog"],
+    watch_range_switch(w)
+    # The Pico 2 W board as it is: parts initialised (with its rtd_settle_ms, which the
+    # bench may set to 0), range switch on its pins, the PIO gate on the rp2 stand-in,
+    # the watchdog on the bench's WDT.
+    board = pico2w.build(board_opts, machine=machine, link=link)
+    board.update({
         "clock": BenchClock(sync),
-        "config_path": opts.get("config"),
+        "config_path": opts.get("config"),  # RAM only unless --config
         "bench_sync": sync,
         "bench_wiring": w,
-    }
+    })
     return board

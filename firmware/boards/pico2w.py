@@ -54,7 +54,15 @@ PINS = {
     "endstop_min": 19,  # press retracted end stop (NC to GND, pull-up)
     "endstop_max": 20,  # press closed end stop (NC to GND, pull-up)
     "pulse_gate": 21,  # V->I stage enable switch, driven by the pulse PIO program
+    # V->I stage range switch: one analog switch per range (its sense resistor), high =
+    # closed; all low = output disconnected. Break before make (RangeSwitch).
+    "range_10ua": 22,
+    "range_1ma": 26,
+    "range_100ma": 27,
 }
+
+# Range switch pins by range index: fieldrig.galvanostat.DEFAULT_RANGES_MA order.
+RANGE_PINS = ("range_10ua", "range_1ma", "range_100ma")
 
 # Pins of the CYW43 radio module on the Pico 2 W: never usable by the rig.
 RADIO_PINS = (23, 24, 25, 29)
@@ -68,8 +76,12 @@ HEATER_PWM_HZ = 100  # cartridge heater time constant is seconds; slow edges, co
 # Analog front end of the reference rig; each can be overridden by a build option.
 DEFAULTS = {
     "cell_v_divider": "5.0",  # 5:1 attenuator: +-6 V cell range into +-1.2 V
+    # Current channel: +-1.2 V / cell_i_gain across shunt_ohm = +-120 mA in every range,
+    # above the 100 mA range and the over_current limit (default 50, hard 100 mA), so the
+    # over_current row can trip whichever range is selected (docs/drivers.md, "Analog
+    # front end"). 14.3 nA per code.
     "shunt_ohm": "10.0",
-    "cell_i_gain": "8",  # +-150 mV across the shunt: +-15 mA
+    "cell_i_gain": "1",
     "ref_v_divider": "5.0",
     "adc_osr": "4096",  # 1 kSPS with the 8.192 MHz CLKIN
     "dac_vref_v": "2.5",
@@ -78,6 +90,9 @@ DEFAULTS = {
     "rtd_r0_ohm": "100.0",  # PT100
     "rtd_wires": "3",
     "rtd_filter_hz": "50",
+    # Power-up wait for the MAX31865's first conversion (0 = none: the driver then reads
+    # "no value" until it is there, and the heater loop waits: fieldrig.pid).
+    "rtd_settle_ms": "70",
     "loadcell_zero_code": "0",
     "loadcell_n_per_code": "nan",  # NaN until calibrated: no force is better than a wrong one
     "cell_area_mm2": "78.54",  # 10 mm diameter pellet
@@ -153,10 +168,53 @@ def _usb_link():
     return UsbCdcLink(sys.stdin.buffer, sys.stdout.buffer, poller, micropython.kbd_intr)
 
 
-def build(opts, machine=None, link=None):
+class RangeSwitch:
+    """The V->I stage's range switch: one GPIO per range (``RANGE_PINS``), high = that
+    range's switch closed. ``select(i)`` opens every switch before closing the new one
+    (break before make: two sense resistors never in parallel); -1 leaves all open
+    (output disconnected, the safe state)."""
+
+    def __init__(self, pins):
+        self._pins = pins
+        self.index = -1
+        for p in pins:
+            p.value(0)
+
+    def select(self, index):
+        for p in self._pins:
+            p.value(0)
+        self.index = -1
+        if 0 <= index < len(self._pins):
+            self._pins[index].value(1)
+            self.index = index
+        elif index != -1:
+            raise ValueError("no range %d" % index)
+
+
+def init_parts(drivers, rtd_settle_ms):
+    """Once at power-up, after the safe-state build: each part's datasheet
+    initialisation (raises OSError for a part that does not answer), the stepper stage
+    enabled, then the wait for the MAX31865's first conversion (its result registers read
+    0 = -242 degC until then; the driver reports that as no value either way)."""
+    import time
+
+    drivers["adc"].init()
+    drivers["rtd"].init()
+    drivers["loadcell"].init()
+    press = drivers["press"]
+    press.init()
+    press.enable()
+    if rtd_settle_ms > 0:
+        time.sleep_ms(rtd_settle_ms)
+
+
+def build(opts, machine=None, link=None, init=True):
     """Construct buses and drivers. opts: build options as strings (see DEFAULTS);
     machine: the ``machine`` module (imported here when None); link: a link transport
-    (USB CDC when None). Returns the drivers by name, every output in its safe state."""
+    (USB CDC when None); init: initialise the parts (``init_parts``; tests on fake buses
+    pass False). Returns the board dict of ``fieldrig.app`` (drivers by name, range
+    switch, pulse gate, ``wdt``, config path), every output in its safe state; the
+    watchdog is armed last and must be fed from then on (the rig's ``wdt`` task)."""
     if machine is None:
         import machine
 
@@ -181,6 +239,7 @@ def build(opts, machine=None, link=None):
     endstop_min = pin(PINS["endstop_min"], pin.IN, pin.PULL_UP)
     endstop_max = pin(PINS["endstop_max"], pin.IN, pin.PULL_UP)
     heater_pin = pin(PINS["heater_pwm"], out, value=0)
+    ranges = RangeSwitch([pin(PINS[name], out, value=0) for name in RANGE_PINS])
 
     spi0 = machine.SPI(0, baudrate=SPI0_BAUD, polarity=0, phase=1, bits=8,
                        sck=pin(PINS["spi0_sck"]), mosi=pin(PINS["spi0_tx"]),
@@ -210,8 +269,19 @@ def build(opts, machine=None, link=None):
                          max_rate_hz=int(opt("press_max_rate_hz"))),
         "heater": Heater(heater_pwm, float(opt("heater_max_duty"))),
         "link": link if link is not None else _usb_link(),
+        "range_switch": ranges,
+        "config_path": opts.get("config", "rig.json"),
     }
-    # The watchdog last, once everything above was built: an armed RP2 watchdog cannot be
-    # stopped, so a failure above must not leave it counting down.
-    drivers["watchdog"] = Watchdog(machine.WDT, int(opt("watchdog_ms")))
+    if init:
+        init_parts(drivers, int(opt("rtd_settle_ms")))
+    from fieldrig.echem.pulses import make_gate
+
+    # The PIO pulse gate (a RecordingGate where there is no rp2 module). It also stops
+    # pulses in the safe state.
+    gate = make_gate(PINS["pulse_gate"])
+    drivers["pulses"] = gate
+    drivers["pulse_gate"] = gate
+    # The watchdog last, once everything above was built and initialised: an armed RP2
+    # watchdog cannot be stopped, so a failure above must not leave it counting down.
+    drivers["wdt"] = Watchdog(machine.WDT, int(opt("watchdog_ms")))
     return drivers

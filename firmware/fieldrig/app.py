@@ -50,6 +50,9 @@ PRESSURE_PERIOD_US = 50000
 LINK_PERIOD_US = 5000
 WDT_PERIOD_US = 100000
 CRC_WINDOW_MS = 1000
+# Signals.sensor_bus bits (literals below: no module names, the 128 KiB budget): 1 cell
+# ADC, 2 RTD, 4 load cell / press: that sensor's last read failed on the bus (OSError)
+# or gave no value; the sensor_bus row trips when any stays set for its debounce.
 
 
 def parse_args(argv):
@@ -146,9 +149,14 @@ class Rig:
     # ---- tasks ------------------------------------------------------------------
 
     def _measure_electrical(self):
-        v, i_ma = self.adc.read_cell()
-        cal = self.cfg["calibration"]
         sig = self.signals
+        try:
+            v, i_ma = self.adc.read_cell()
+            sig.sensor_bus &= ~1
+        except OSError:  # SPI error, DRDY timeout: no value (NaN), counted as a bus fault
+            v = i_ma = float("nan")
+            sig.sensor_bus |= 1
+        cal = self.cfg["calibration"]
         sig.cell_voltage_v = v * cal["voltage_gain"] + cal["voltage_offset_v"]
         i_ma = i_ma * cal["current_gain"] + cal["current_offset_ma"]
         sig.cell_current_ma = i_ma
@@ -182,6 +190,9 @@ class Rig:
         sig.rise_heater_off_c = hl.rise_heater_off_c
         sig.rtd_open = hl.fault_open
         sig.rtd_short = hl.fault_short
+        # Neither a reading nor fault bits: bus error or no conversion yet.
+        bad = not (hl.valid or hl.fault_open or hl.fault_short)
+        sig.sensor_bus = (sig.sensor_bus & ~2) | (2 if bad else 0)
 
     def _pressure_task(self):
         pl = self.pressure_loop
@@ -190,6 +201,7 @@ class Rig:
         sig.stack_pressure_mpa = pl.pressure_mpa
         sig.loadcell_saturated = pl.saturated
         sig.pressure_holding = pl.setpoint_mpa is not None
+        sig.sensor_bus = (sig.sensor_bus & ~4) | (4 if pl.blocked == "sensor_bus" else 0)
 
     def _echem_task(self):
         if self.echem is not None:

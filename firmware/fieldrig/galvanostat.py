@@ -64,7 +64,3 @@ class Galvanostat:
         self.range_switch.select(RANGE_OFF)
         self.range_index = RANGE_OFF
         self.setpoint_ma = 0.0
-
-    @property
-    def is_off(self):
-        return self.range_index == RANGE_OFF

@@ -86,6 +86,9 @@ class HeaterLoop:
         self.rtd_offset_c = rtd_offset_c
         self.setpoint_c = None  # None: heater off (not controlling)
         self.temp_c = 0.0  # last valid reading (kept through a fault, flagged below)
+        # False with neither fault flag: the last read gave no value, a bus error
+        # (OSError) or no conversion yet (NaN, no fault bit). Not a temperature: heater
+        # off, no runaway watch; the rig's sensor_bus row trips if it lasts.
         self.valid = False
         self.fault_open = False
         self.fault_short = False
@@ -104,19 +107,24 @@ class HeaterLoop:
 
     def measure(self):
         """Read the RTD into temp_c / fault flags. Returns True when the reading is valid."""
-        code = self.rtd.fault()
-        if code:
-            self.fault_short = bool(code & RTD_FAULT_SHORT)
-            self.fault_open = not self.fault_short
-            self.valid = False
+        self.valid = False
+        try:
+            code = self.rtd.fault()
+            t = 0.0 if code else self.rtd.read_temperature_c()
+        except OSError:  # SPI error: no value; fault flags stay as last read
             return False
-        self.fault_open = False
-        self.fault_short = False
-        self.temp_c = self.rtd.read_temperature_c() + self.rtd_offset_c
+        self.fault_short = bool(code & RTD_FAULT_SHORT)
+        self.fault_open = code != 0 and not self.fault_short
+        # NaN without a fault bit in the status read just before: no conversion yet
+        # (power-up), or a fault flag raised in between (its bits show next time).
+        if code or t != t:
+            return False
+        self.temp_c = t + self.rtd_offset_c
         self.valid = True
         return True
 
     def step(self):
+        # No valid reading (fault, bus error, not ready): heater off, nothing to watch.
         if not self.measure():
             self._off()
             self.pid.reset(0.0)

@@ -11,7 +11,9 @@ The loop is deliberately slow and stepwise:
   load cell and the stack need time to settle);
 - software travel limits (``min_position``..``max_position`` in steps) and the
   end-stop switches: no step ever goes past either;
-- a saturated load cell means "pressure unknown": no motion at all.
+- a saturated load cell means "pressure unknown": no motion at all; so does a bus error
+  (an I2C NAK from the load cell, an ``OSError`` from the press): ``blocked`` is then
+  "sensor_bus", which the rig's ``sensor_bus`` row watches (a lasting one trips it).
 
 Drivers: load cell ``read_force_n()`` and ``saturated`` (bool); press ``step(n)``
 (+n compresses the stack), ``position`` (steps), ``end_stop_low`` / ``end_stop_high``
@@ -34,17 +36,13 @@ class PressureLoop:
         self.min_position = min_position
         self.max_position = max_position
         self.force_offset_n = force_offset_n
-        self.setpoint_mpa = None  # None: not controlling (the press holds still)
+        # None: not controlling (the press holds still); not None gates under_pressure
+        self.setpoint_mpa = None
         self.pressure_mpa = 0.0
         self.saturated = False
         # Why the last step was refused (None when moving or idle): for status / tests.
         self.blocked = None
         self._credit = 0.0  # fractional step allowance carried between runs
-
-    @property
-    def holding(self):
-        """True while the loop is controlling a set-point (gates the under-pressure row)."""
-        return self.setpoint_mpa is not None
 
     def set_setpoint(self, pressure_mpa):
         self.setpoint_mpa = pressure_mpa
@@ -53,7 +51,11 @@ class PressureLoop:
     def measure(self):
         # Read first: a driver may set ``saturated`` from the conversion it just read
         # (NAU7802) and return NaN for it.
-        force_n = self.loadcell.read_force_n()
+        try:
+            force_n = self.loadcell.read_force_n()
+        except OSError:  # bus error: pressure unknown, but not a saturation
+            self.saturated = False
+            return False
         self.saturated = bool(self.loadcell.saturated) or force_n != force_n
         if self.saturated:
             return False
@@ -63,7 +65,7 @@ class PressureLoop:
     def step(self):
         """Measure, then make at most one bounded move. Returns the steps moved."""
         if not self.measure():
-            self.blocked = "saturated"
+            self.blocked = "saturated" if self.saturated else "sensor_bus"
             return 0
         if self.setpoint_mpa is None:
             self.blocked = None
@@ -110,7 +112,12 @@ class PressureLoop:
             self._credit = 0.0
             return 0
         self.blocked = None
-        press.step(n)
+        try:
+            press.step(n)
+        except OSError:
+            self.blocked = "sensor_bus"
+            self._credit = 0.0
+            return 0
         return n
 
     def safe(self):

@@ -31,7 +31,7 @@ BELOW = "<"
 FLAG = "flag"  # signal is a bool; no threshold
 
 
-# Row fields (a row is a plain tuple: 14 small tuples cost a fraction of 14 objects).
+# Row fields (a row is a plain tuple: 15 small tuples cost a fraction of 15 objects).
 # ``hard`` bounds the threshold on its loosening side (max for ABOVE rows, min for
 # BELOW rows); ``sane`` bounds the tightening side (a value past it is a typo, not a
 # tighter limit). ``gate`` names a bool signal that must be true for the row to be
@@ -71,6 +71,8 @@ ROWS: tuple = (
     ("rtd_short",      "rtd_short",           FLAG, None, None, None, FATAL, 300,
      SAFE_STATE, "", None),
     ("loadcell_sat",   "loadcell_saturated",  FLAG, None, None, None, FATAL, 100,
+     SAFE_STATE, "", None),
+    ("sensor_bus",     "sensor_bus",          FLAG, None, None, None, FATAL, 300,
      SAFE_STATE, "", None),
     ("adc_crc",        "adc_crc_errors_per_s", ABOVE, 10.0, 100.0, 0.0, WARNING, 1000,
      CURRENT_OFF, "1/s", None),
@@ -142,6 +144,9 @@ class Signals:
         self.rtd_open = False
         self.rtd_short = False
         self.loadcell_saturated = False
+        # Sensors whose last read failed on the bus (or gave no value): bit 1 cell ADC,
+        # 2 RTD, 4 load cell / press (app.py BUS_*); 0 = all answered.
+        self.sensor_bus = 0
         self.adc_crc_errors_per_s = 0.0
         self.link_silence_ms = 0
         self.loop_gap_ms = 0

@@ -243,7 +243,7 @@ class Bench:
         self.run_ms(300)
         return (self.cell.fraction == 0.0 and self.cell.range_index == -1
                 and self.thermal.duty == 0.0 and self.press.steps_total == steps
-                and self.pulses.stops > 0 and self.rig.galvanostat.is_off
+                and self.pulses.stops > 0 and self.rig.galvanostat.range_index == -1
                 and self.rig.heater_loop.setpoint_c is None
                 and self.rig.pressure_loop.setpoint_mpa is None)
 
@@ -256,7 +256,7 @@ class Bench:
         assert self.command(seq0 + 2, "set_current", {"current_ma": current_ma})["ok"]
         self.run_ms(100)
         assert self.rig.galvanostat.range_index >= 0 and self.thermal.duty > 0
-        assert self.rig.pressure_loop.holding and not self.rig.safety.active_rows()
+        assert self.rig.pressure_loop.setpoint_mpa is not None and not self.rig.safety.active_rows()
 
     def impedance_points(self):
         """MSG_IMPEDANCE bodies received: (seq, t_s, t_us, f_hz, z_re, z_im, rel_err,

@@ -35,11 +35,11 @@ def test_valid_commands_act_and_reply():
     assert r["ok"] and r["result"]["range"] == 0 and b.rig.galvanostat.setpoint_ma == -0.004
     st = b.command(3, "status")["result"]
     assert st["state"] == "running" and st["temp_set_c"] == 45.0 and st["range"] == 0
-    assert b.command(4, "stop")["ok"] and b.rig.galvanostat.is_off
+    assert b.command(4, "stop")["ok"] and b.rig.galvanostat.range_index == -1
     assert b.command(5, "set_temperature", {"temp_c": None})["ok"]
     assert b.rig.heater_loop.setpoint_c is None
     assert b.command(6, "set_pressure", {"pressure_mpa": None})["ok"]
-    assert not b.rig.pressure_loop.holding
+    assert b.rig.pressure_loop.setpoint_mpa is None
     r = b.command(7, "reset_safety", {"token": "0000"})
     assert r["ok"] and r["result"]["was_tripped"] is False
 

@@ -247,3 +247,14 @@ def test_fault_register_read():
     assert _spi_tx(log)[-1] == b"\x07\x00"
     rtd.clear_fault()
     assert rtd.fault() == 0
+
+
+def test_no_value_before_the_first_conversion():
+    # Power-up: RTD registers 0 (= -242 degC) with no fault bit until the first automatic
+    # conversion; the driver reports no value (NaN), not a fault and not a temperature.
+    rtd, model, _ = _rtd(r_ref_ohm=430.0)
+    rtd.init()
+    assert rtd.read_code() == -1 and rtd.faults == 0 and rtd.fault_status == 0
+    assert math.isnan(rtd.read_temperature_c()) and rtd.fault() == 0
+    model.set_code(8192)  # the first conversion: 107.5 ohm
+    assert rtd.read_code() == 8192 and abs(rtd.read_temperature_c() - 19.3) < 0.1

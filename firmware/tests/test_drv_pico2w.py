@@ -22,7 +22,8 @@ class FakeLink:
 
 def _build(opts=None):
     m = FakeMachine()
-    return pico2w.build(opts or {}, machine=m, link=FakeLink()), m
+    # No parts on the fake buses: build without init_parts.
+    return pico2w.build(opts or {}, machine=m, link=FakeLink(), init=False), m
 
 
 # RP2350 GPIO function select (datasheet "Function select" table), for GP0..GP29:
@@ -75,14 +76,17 @@ def test_no_pin_twice_and_no_radio_pin():
 def test_build_returns_the_named_drivers():
     drivers, m = _build()
     assert sorted(drivers) == sorted(
-        ["adc", "dac", "rtd", "loadcell", "press", "heater", "watchdog", "link"])
+        ["adc", "dac", "rtd", "loadcell", "press", "heater", "wdt", "link", "range_switch",
+         "pulses", "pulse_gate", "config_path"])
     assert isinstance(drivers["adc"], ADS131M04)
     assert isinstance(drivers["dac"], DAC8551)
     assert isinstance(drivers["rtd"], MAX31865)
     assert isinstance(drivers["loadcell"], NAU7802)
     assert isinstance(drivers["press"], TMC2209)
     assert isinstance(drivers["heater"], Heater)
-    assert isinstance(drivers["watchdog"], Watchdog)
+    assert isinstance(drivers["wdt"], Watchdog)  # the name the rig feeds (fieldrig.app)
+    assert drivers["pulses"] is drivers["pulse_gate"]
+    assert drivers["config_path"] == "rig.json"
     assert isinstance(drivers["link"], FakeLink)
     assert len(m.wdts) == 1 and m.wdts[0].timeout == 5000
 
@@ -100,6 +104,62 @@ def test_outputs_start_safe():
     assert m.pins[p["endstop_min"]].pull == m.Pin.PULL_UP
     assert m.pins[p["endstop_max"]].pull == m.Pin.PULL_UP
     assert m.pins[p["adc_drdy"]].mode == m.Pin.IN
+    assert [level[name] for name in pico2w.RANGE_PINS] == [0, 0, 0]  # output disconnected
+
+
+def test_range_switch_breaks_before_make():
+    drivers, m = _build()
+    pins = [m.pins[pico2w.PINS[name]] for name in pico2w.RANGE_PINS]
+    rs = drivers["range_switch"]
+    rs.select(1)
+    assert [p.value() for p in pins] == [0, 1, 0] and rs.index == 1
+    m.log.clear()
+    rs.select(2)
+    assert [p.value() for p in pins] == [0, 0, 1] and rs.index == 2
+    # Open the old switch, then close the new one.
+    assert m.log.of("pin") == [("pin", pins[1].name, 0), ("pin", pins[2].name, 1)]
+    rs.select(-1)
+    assert [p.value() for p in pins] == [0, 0, 0] and rs.index == -1
+    try:
+        rs.select(3)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("range 3 accepted")
+    assert [p.value() for p in pins] == [0, 0, 0]
+
+
+def test_current_front_end_covers_every_range_and_the_over_current_limit():
+    from fieldrig.galvanostat import DEFAULT_RANGES_MA
+    from fieldrig.safety import HARD, row_by_id
+
+    drivers, _ = _build()
+    adc = drivers["adc"]
+    fs_ma = adc.cell_i_a_per_code() * 0x800000 * 1000.0  # +-1.2 V / gain / shunt
+    assert fs_ma >= max(DEFAULT_RANGES_MA)
+    # The over_current row can trip in every range: its hard limit (the loosest setting
+    # possible) is inside what the ADC measures.
+    row = row_by_id("over_current")
+    assert row is not None and fs_ma > row[HARD], fs_ma
+    assert len(pico2w.RANGE_PINS) == len(DEFAULT_RANGES_MA)
+
+
+def test_init_parts_initialises_every_part_then_waits_for_the_rtd():
+    calls = []
+
+    class Part:
+        def __init__(self, name):
+            self.name = name
+
+        def init(self):
+            calls.append(self.name)
+
+        def enable(self):
+            calls.append("enable")
+
+    drivers = {n: Part(n) for n in ("adc", "rtd", "loadcell", "press")}
+    pico2w.init_parts(drivers, 0)
+    assert calls == ["adc", "rtd", "loadcell", "press", "enable"]
 
 
 def test_bus_settings_within_part_limits():

@@ -57,7 +57,7 @@ def _load_reply_and_validation_errors_change_nothing():
     # Still the first recipe, not started, current untouched.
     r = _reply(b, 5, "recipe_status")
     assert r["result"] == {"state": "loaded", "name": "plate-rest-strip", "fingerprint": fp}, r
-    assert b.rig.galvanostat.is_off and b.edge.events("recipe_started") == []
+    assert b.rig.galvanostat.range_index == -1 and b.edge.events("recipe_started") == []
 
 
 def _recipe_sent_in_parts():
@@ -107,14 +107,14 @@ def _start_status_abort_round_trip():
     assert r["error"] == "recipe_running", r
     r = _reply(b, 7, "recipe_abort")
     assert r == {"cmd_seq": 7, "ok": True, "result": {"aborted": True, "state": "aborted"}}, r
-    assert b.rig.galvanostat.is_off
+    assert b.rig.galvanostat.range_index == -1
     done = b.edge.events("recipe_done")
     assert len(done) == 1 and done[0]["result"] == "aborted" and done[0]["reason"] == "command"
     assert [e["name"] for e in b.edge.events("recipe_started")] == ["plate-rest-strip"]
     r = _reply(b, 8, "recipe_abort")
     assert r["result"] == {"aborted": False, "state": "aborted"}, r
     b.run_ms(3000)
-    assert b.rig.galvanostat.is_off  # nothing comes back after an abort
+    assert b.rig.galvanostat.range_index == -1  # nothing comes back after an abort
     st = _reply(b, 9, "recipe_status")["result"]
     assert st["result"] == {"result": "aborted", "reason": "command"}, st
     r = _reply(b, 10, "set_current", {"current_ma": 0.5})
@@ -127,10 +127,10 @@ def _stop_command_aborts_the_recipe():
     _reply(b, 0, "recipe_load", {"recipe": RECIPE})
     _reply(b, 1, "recipe_start")
     b.run_ms(300)
-    assert not b.rig.galvanostat.is_off
+    assert b.rig.galvanostat.range_index != -1
     _reply(b, 2, "stop")
     b.run_ms(1000)
-    assert b.rig.galvanostat.is_off
+    assert b.rig.galvanostat.range_index == -1
     assert b.edge.events("recipe_done")[0]["reason"] == "stop"
 
 
@@ -142,14 +142,14 @@ def _safety_latch_blocks_recipe_start_and_a_trip_aborts_the_recipe():
     b.run_ms(300)
     b.cell.force_voltage_v = 4.8  # over_voltage: fatal, latched
     b.run_ms(200)
-    assert b.rig.safety.tripped and b.rig.galvanostat.is_off
+    assert b.rig.safety.tripped and b.rig.galvanostat.range_index == -1
     done = b.edge.events("recipe_done")
     assert len(done) == 1 and done[0]["reason"] == "safety_trip", done
     r = _reply(b, 2, "recipe_start")
     assert r == {"cmd_seq": 2, "ok": False, "error": "tripped",
                  "detail": "safe state latched: reset_safety first"}, r
     b.run_ms(500)
-    assert b.rig.galvanostat.is_off and len(b.edge.events("recipe_started")) == 1
+    assert b.rig.galvanostat.range_index == -1 and len(b.edge.events("recipe_started")) == 1
     b.cell.force_voltage_v = None
     b.run_ms(600)  # past the post-HELLO wait for acks
     assert _reply(b, 3, "reset_safety", {"token": "0000"})["ok"]

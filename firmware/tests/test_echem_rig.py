@@ -119,7 +119,7 @@ def _eis_step_sweeps_and_sends_the_spectrum():
     assert ends[0]["path"] == "steps[0]" and ends[0]["reason"] == "eis_done", ends
     sweep = [p for p in b.impedance_points() if p[7] & 0xF0 == 0x10]
     assert len(sweep) == 9  # each point also went out as MSG_IMPEDANCE (source: sweep)
-    assert b.rig.galvanostat.is_off
+    assert b.rig.galvanostat.range_index == -1
 
 
 SOAK = {"recipe": 1, "name": "plating-soak", "area_cm2": 1.0, "steps": [
@@ -183,7 +183,7 @@ def _soft_short_is_mitigated_and_a_hard_short_latches_the_safe_state():
     assert mit[5]["temp_c"] == 35.0  # recipe target 30 C + 5 C
     # The interludes: current off (rest 60 s), then 5 s of reverse 0.1 mA, then plating
     # resumes as PIO pulses at half the current.
-    assert b.rig.galvanostat.is_off
+    assert b.rig.galvanostat.range_index == -1
     b.run_ms(60000)
     assert abs(b.rig.galvanostat.setpoint_ma + 0.1) < 1e-9, b.rig.galvanostat.setpoint_ma
     b.run_ms(5500)
@@ -196,7 +196,7 @@ def _soft_short_is_mitigated_and_a_hard_short_latches_the_safe_state():
         b.run_ms(5000)
         if b.rig.safety.tripped:
             break
-    assert b.rig.safety.tripped and b.rig.galvanostat.is_off
+    assert b.rig.safety.tripped and b.rig.galvanostat.range_index == -1
     kinds = [a["kind"] for a in b.edge.events("echem_alarm")]
     assert "hard_short" in kinds, kinds
     assert b.rig.heater_loop.setpoint_c is None  # the safe state: heater off as well

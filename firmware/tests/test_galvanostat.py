@@ -11,7 +11,7 @@ def _g():
 
 def test_starts_off():
     cell, g = _g()
-    assert cell.range_index == RANGE_OFF and cell.fraction == 0.0 and g.is_off
+    assert cell.range_index == RANGE_OFF and cell.fraction == 0.0 and g.range_index == RANGE_OFF
 
 
 def test_picks_the_finest_range_that_holds_the_setpoint():
@@ -41,10 +41,10 @@ def test_off_is_dac_zero_then_safe_range():
     cell.log = []
     g.off()
     assert cell.log == [("dac", 0.0), ("range", RANGE_OFF)]
-    assert g.is_off and g.setpoint_ma == 0.0 and cell.current_ma() == 0.0
+    assert g.range_index == RANGE_OFF and g.setpoint_ma == 0.0 and cell.current_ma() == 0.0
     g.set_current_ma(2.0)
     g.set_current_ma(0)
-    assert g.is_off
+    assert g.range_index == RANGE_OFF
 
 
 def test_out_of_range_raises_and_changes_nothing():

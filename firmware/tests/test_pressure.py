@@ -87,4 +87,4 @@ def test_safe_holds_position():
     loop.safe()
     pos = plant.position
     _run(clock, loop, 5)
-    assert plant.position == pos and plant.stopped == 1 and not loop.holding
+    assert plant.position == pos and plant.stopped == 1 and loop.setpoint_mpa is None

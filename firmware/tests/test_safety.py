@@ -39,13 +39,14 @@ def _current_off_warning(b, row_id):
     b.check_debounce(row_id)
     sf = b.rig.safety
     assert not sf.tripped  # not latched
-    assert b.rig.galvanostat.is_off and b.cell.range_index == -1
-    assert b.thermal.duty > 0 and b.rig.pressure_loop.holding  # the rest keeps running
+    assert b.rig.galvanostat.range_index == -1 and b.cell.range_index == -1
+    # The rest keeps running.
+    assert b.thermal.duty > 0 and b.rig.pressure_loop.setpoint_mpa is not None
     ev = _tripped_event(b, row_id)
     assert ev["tier"] == "warning" and ev["reaction"] == "current_off"
     # While it is active, new current is refused without side effect.
     r = b.command(2000, "set_current", {"current_ma": 0.5})
-    assert not r["ok"] and r["error"] == "inhibited" and b.rig.galvanostat.is_off
+    assert not r["ok"] and r["error"] == "inhibited" and b.rig.galvanostat.range_index == -1
     return ev
 
 
@@ -187,7 +188,7 @@ def test_link_loss_warning_is_event_only_and_clears_on_traffic():
     assert b.rig.safety.active[i] and not b.rig.safety.tripped
     ev = _tripped_event(b, "link_loss")
     assert ev["tier"] == "warning" and ev["reaction"] == "event"
-    assert not b.rig.galvanostat.is_off and b.thermal.duty > 0  # the cell test goes on
+    assert b.rig.galvanostat.range_index != -1 and b.thermal.duty > 0  # the cell test goes on
     b.edge.sync(7)
     _cleared(b, "link_loss")
 
@@ -294,4 +295,4 @@ def test_setpoints_keep_a_margin_from_trip_limits():
     r = b.command(3, "set_current", {"current_ma": 50.5})
     assert not r["ok"] and r["error"] == "out_of_range"
     assert b.rig.heater_loop.setpoint_c is None and b.rig.pressure_loop.setpoint_mpa is None
-    assert b.rig.galvanostat.is_off
+    assert b.rig.galvanostat.range_index == -1

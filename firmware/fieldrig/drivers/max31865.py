@@ -75,6 +75,9 @@ CVD_C = -4.183e-12
 # Auto-conversion period per filter (datasheet "Electrical Characteristics": 20 ms at
 # 50 Hz, 16.7 ms at 60 Hz) and one-shot conversion time (62.5 ms / 52 ms).
 AUTO_PERIOD_MS = {50: 20, 60: 17}
+# From VBIAS + auto-conversion on to the first result (datasheet: about 66 ms at 50 Hz,
+# 55 ms at 60 Hz, VBIAS settling included); until then RTD reads 0 (``read_code`` -1).
+FIRST_CONVERSION_MS = const(70)
 ONE_SHOT_MS = {50: 63, 60: 52}
 
 
@@ -238,7 +241,8 @@ class MAX31865:
 
     def read_code(self):
         """The 15-bit RTD code, or -1 when the fault flag is set (``fault_status`` then
-        holds the fault status register). Allocation-free when there is no fault."""
+        holds the fault status register) or no conversion has finished yet (result 0,
+        ``fault_status`` 0). Allocation-free when there is no fault."""
         tx = self._tx3
         rx = self._rx3
         tx[0] = REG_RTD_MSB
@@ -246,6 +250,12 @@ class MAX31865:
         tx[2] = 0
         self._xfer(tx, rx)
         raw = (rx[1] << 8) | rx[2]
+        if raw == 0:
+            # Before the first conversion after power-up (VBIAS settling + one auto
+            # conversion, FIRST_CONVERSION_MS) the result registers read 0 (= -242 degC)
+            # with no fault bit; a real element never converts to 0 without the fault
+            # flag (a short trips the low threshold). No value, not a fault.
+            return -1
         if raw & 1:
             self.faults = (self.faults + 1) & 0x3FFFFFFF
             self.fault_status = self.read_reg(REG_FAULT_STATUS)
@@ -270,6 +280,7 @@ class MAX31865:
 
     def read_temperature_c(self):
         """Cell temperature in degC, NaN on a fault (see ``fault_status``): NaN fails
-        every comparison, so an interlock written as 'stop unless t < limit' trips."""
+        every comparison, so an interlock written as 'stop unless t < limit' trips.
+        NaN with ``fault_status`` 0: no conversion yet (just after ``init``)."""
         code = self.read_code()
         return math.nan if code < 0 else self.temp_c_for_code(code)

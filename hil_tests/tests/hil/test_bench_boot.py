@@ -79,11 +79,6 @@ def test_same_seed_same_run(bench_rig: Callable[..., BenchRig]) -> None:
     assert all(math.isfinite(x) for row in a for x in row[1:])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HeaterLoop.measure / MAX31865.read_temperature_c take the result registers before the "
-    "first automatic conversion (code 0 = -242 degC, no fault bit) as a reading: the rise "
-    "to the real temperature trips heater_runaway 2 s after boot. The bench board waits "
-    "70 ms (rtd_settle_ms); the Pico 2 W start-up has no such wait"))
 def test_no_trip_when_the_firmware_starts_before_the_first_rtd_conversion(
     bench_rig: Callable[..., BenchRig],
 ) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fieldrig_hil.bench import BenchError, BenchRig, LinkFaults
+from fieldrig_hil.bench import BenchRig, LinkFaults
 
 pytestmark = pytest.mark.fast
 
@@ -33,10 +33,6 @@ def test_adc_crc_errors_turn_the_current_off_until_they_stop(
     assert status["state"] == "running" and "adc_crc" not in status["active"]
 
 
-@pytest.mark.xfail(strict=True, raises=BenchError, reason=(
-    "an I2C NAK from the NAU7802 raises OSError(EIO) out of NAU7802.read_code through "
-    "PressureLoop.measure and the scheduler: the firmware process dies (docs/hil.md, "
-    "'machine.py': drivers should catch OSError)"))
 def test_loadcell_i2c_nak_is_survived_and_the_press_holds(
     bench_rig: Callable[..., BenchRig],
 ) -> None:

@@ -89,10 +89,6 @@ def test_stuck_on_heater_trips_runaway_then_over_temperature(
     assert rig.plant.temperature_c > 120.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "board front end: boards/pico2w.py DEFAULTS cell_i_gain=8 with a 10 ohm shunt gives "
-    "+-15 mA full scale, below the 50 mA over_current limit and the 100 mA range: the "
-    "ADS131M04 rails at 15 mA, so the over_current row can never trip"))
 def test_over_current_trips_with_the_default_front_end(
     bench_rig: Callable[..., BenchRig],
 ) -> None:
