@@ -30,7 +30,7 @@ FALLBACK_PINS = {
     "adc_drdy": 6, "adc_sync_reset": 7, "uart1_tx": 8, "uart1_rx": 9, "spi1_sck": 10,
     "spi1_tx": 11, "spi1_rx": 12, "dac_cs": 13, "rtd_cs": 14, "heater_pwm": 15,
     "press_step": 16, "press_dir": 17, "press_en": 18, "endstop_min": 19, "endstop_max": 20,
-    "pulse_gate": 21,
+    "pulse_gate": 21, "range_10ua": 22, "range_1ma": 26, "range_100ma": 27,
 }
 FALLBACK_ANALOG = {
     "cell_v_divider": "5.0", "shunt_ohm": "10.0", "ref_v_divider": "5.0",
