@@ -66,7 +66,7 @@ def test_alert_rules_reference_panel_queries_and_their_own_refs() -> None:
 
 def test_build_writes_dashboards_and_provisioning(tmp_path: Path) -> None:
     assert main(["dashboards", "build", "--out", str(tmp_path),
-                 "--influx-url", "http://influx.example:8086"]) == 0
+                 "--influx-url", "https://influxdb.lab.invalid"]) == 0
     for name in dashboards.DASHBOARDS:
         assert json.loads((tmp_path / f"{name}.json").read_text()) == BUILT[name]
     def load(rel: str) -> Any:
@@ -74,7 +74,7 @@ def test_build_writes_dashboards_and_provisioning(tmp_path: Path) -> None:
         return json.loads(text.split("\n", 1)[1])  # JSON after the comment line = YAML
     ds = load("datasources/fieldrig.yaml")["datasources"][0]
     assert (ds["uid"], ds["url"], ds["jsonData"]["dbName"]) == (
-        dashboards.DATASOURCE_UID, "http://influx.example:8086", "fieldrig")
+        dashboards.DATASOURCE_UID, "https://influxdb.lab.invalid", "fieldrig")
     assert load("dashboards/fieldrig.yaml")["providers"][0]["type"] == "file"
     group = load("alerting/fieldrig.yaml")["groups"][0]
     assert [r["uid"] for r in group["rules"]] == [a.uid for a in dashboards.ALERTS]

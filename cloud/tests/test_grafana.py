@@ -7,9 +7,9 @@ from fieldrig_cloud import dashboards, grafana
 
 
 def test_datasource_payload_points_at_influx() -> None:
-    ds = grafana.datasource_payload("http://db:8086", "lab")
+    ds = grafana.datasource_payload("https://influxdb.lab.invalid", "lab")
     assert ds == {"name": dashboards.DATASOURCE_NAME, "uid": dashboards.DATASOURCE_UID,
-                  "type": "influxdb", "access": "proxy", "url": "http://db:8086",
+                  "type": "influxdb", "access": "proxy", "url": "https://influxdb.lab.invalid",
                   "jsonData": {"dbName": "lab", "httpMode": "POST", "timeInterval": "1s"},
                   "isDefault": True}
 

@@ -3,7 +3,7 @@
 MicroPython has no pytest, so each firmware test module is plain MicroPython: top-level
 functions named ``test_*`` that use ``assert``. This runner imports one module and runs
 one test (or lists them) and reports in a line-oriented form the CPython side
-(``firmware/tests/conftest.py``) turns into pytest items:
+(``fieldrig_hil.mptest``) turns into pytest items:
 
     micropython mpunit.py list  test_link.py         -> one test name per line
     micropython mpunit.py run   test_link.py NAME    -> "MPUNIT PASS" or a traceback + "MPUNIT FAIL"

@@ -1,5 +1,5 @@
 """Run one chip test module's test under CPython with mpunit's output protocol
-("MPUNIT PASS" / traceback + "MPUNIT FAIL"); see conftest.py."""
+("MPUNIT PASS" / traceback + "MPUNIT FAIL"); see fieldrig_hil.mptest."""
 
 import importlib.util
 import sys

@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[3] / "firmware"
-# CPython-side test harness files that never go to the board.
-HOST_ONLY = {"tests/conftest.py"}
 # mpy-cross -march for the unix port on this host; the RP2350 (Cortex-M33 with
 # single-precision FPU) takes armv7emsp.
 HOST_MARCH = {"x86_64": "x64", "AMD64": "x64", "i686": "x86", "aarch64": "arm64"}
@@ -40,7 +38,6 @@ def firmware_sources(root: Path = FIRMWARE_DIR, include_tests: bool = False) -> 
         p for p in root.rglob("*.py")
         if "typings" not in p.parts
         and (include_tests or "tests" not in p.relative_to(root).parts)
-        and str(p.relative_to(root)) not in HOST_ONLY
     )
 
 

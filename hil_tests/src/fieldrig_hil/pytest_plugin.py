@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldrig_hil import mptest
 from fieldrig_hil.services import FirmwareRig, InfluxDB, Mosquitto, Service
 
 
@@ -57,3 +58,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_pycollect_makemodule(
+    module_path: Path, parent: pytest.Collector
+) -> pytest.Collector | None:
+    # firmware/tests and hil_tests/mp/tests hold MicroPython modules, not CPython ones.
+    return mptest.make_module(module_path, parent)
