@@ -45,6 +45,7 @@ MSG_BOOT = 0x01  # rig -> bench: JSON (front end, pins, plant constants)
 MSG_OUT = 0x02  # rig -> bench: actuator outputs at a step end
 MSG_RESET = 0x03  # rig -> bench: the MCU resets now (watchdog, machine.reset)
 MSG_INPUT = 0x81  # bench -> rig: inputs for the next step
+MSG_NETWORK = 0x82  # bench -> rig, before an INPUT: the cell's small-signal network
 
 HEADER = "<IB"  # payload length, type
 HEADER_SIZE = 5
@@ -59,6 +60,11 @@ OUT_SIZE = struct.calcsize(OUT_FMT)
 # edge_tx, n_block; then n_block float32 cell volts, n_block float32 amps
 INPUT_FMT = "<qffffffBBBHhHIH"
 INPUT_SIZE = struct.calcsize(INPUT_FMT)
+# NETWORK: enabled, r0_ohm, n; then n float32 r_ohm and n float32 tau_s (wiring.py's
+# small-signal cell: the cell's Foster network reduced to a few relaxations per decade)
+NETWORK_FMT = "<BfH"
+NETWORK_SIZE = struct.calcsize(NETWORK_FMT)
+MAX_RELAXATIONS = 64
 
 RTD_OK = 0
 RTD_OPEN = 1  # element open: ratio at full scale, high-threshold fault
@@ -205,7 +211,9 @@ def watch_range_switch(w):
         for i in range(len(pins)):
             if BENCH.level(pins[i]):
                 index = i
-        w.range_index = index
+        if index != w.range_index:
+            w.range_index = index
+            w.stage_current_changed()
 
     for p in pins:
         BENCH.watch(p, changed)
@@ -260,6 +268,10 @@ class Sync:
     def _receive_input(self):
         self._recv_into(self._hdr, HEADER_SIZE)
         length, msg_type = struct.unpack_from(HEADER, self._hdr, 0)
+        if msg_type == MSG_NETWORK:
+            self._receive_network(length)
+            self._recv_into(self._hdr, HEADER_SIZE)
+            length, msg_type = struct.unpack_from(HEADER, self._hdr, 0)
         if msg_type != MSG_INPUT or length < INPUT_SIZE:
             raise SystemExit("bench sent message type %d (%d bytes)" % (msg_type, length))
         self._recv_into(self._in, INPUT_SIZE)
@@ -274,6 +286,23 @@ class Sync:
             self._recv_into(block[1], 4 * n)
         self._apply(fields, block)
         return fields[9]
+
+    def _receive_network(self, length):
+        from array import array
+
+        head = bytearray(NETWORK_SIZE)
+        if length < NETWORK_SIZE:
+            raise SystemExit("bench NETWORK of %d bytes" % length)
+        self._recv_into(head, NETWORK_SIZE)
+        enabled, r0_ohm, n = struct.unpack_from(NETWORK_FMT, head, 0)
+        if n > MAX_RELAXATIONS or length != NETWORK_SIZE + 8 * n:
+            raise SystemExit("bench NETWORK of %d bytes for %d relaxations" % (length, n))
+        r_ohm = array("f", bytes(4 * n))
+        tau_s = array("f", bytes(4 * n))
+        if n:
+            self._recv_into(r_ohm, 4 * n)
+            self._recv_into(tau_s, 4 * n)
+        self._w.set_small_signal(enabled, r0_ohm, r_ohm, tau_s)
 
     def _block_buffers(self, n):
         from array import array
@@ -378,6 +407,7 @@ class Sync:
         self.heater_j0 = energy
         adc = w.adc
         adc.sync()  # replay coalesced conversions: the counters are those of now
+        w.small_signal_held()  # the plant holds the present stage current from here
         pins = w.pins
         press = w.press
         errors = 0
@@ -490,6 +520,15 @@ def build(opts):
     # bench may set to 0), range switch on its pins, the PIO gate on the rp2 stand-in,
     # the watchdog on the bench's WDT.
     board = pico2w.build(board_opts, machine=machine, link=link)
+    echem = {}
+    for k in opts:
+        if k.startswith("echem_"):
+            # --echem_<name> <number>: measure.OPTIONS overrides (e.g. max_block_ms for
+            # a sweep down to 1 Hz); measure.py rejects unknown names.
+            v = opts[k]
+            echem[k[6:]] = int(v) if v.isdigit() else float(v)
+    if echem:
+        board["echem"] = echem
     board.update({
         "clock": BenchClock(sync),
         "config_path": opts.get("config"),  # RAM only unless --config

@@ -22,6 +22,7 @@ MSG_IMPEDANCE points and one ``detect.Observation``.
 Nothing here is imported until a recipe or the impedance tracking is first used.
 """
 
+import gc
 import json
 import math
 import struct
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 OPTIONS = {
     "block_n": 1024,  # samples per block: two array('i') of 4 * block_n bytes
     "max_block_ms": 250,  # longest blocking read (settle + block); the loop stalls for it
+    "check_ms": 100,  # inside a block: V and I checked against the limits this often
     "settle_fraction": 0.25,  # settle stretch before a tracking block, fraction of n
     "lf_hz": 10.0,  # tracking tones: lowest (below the interfacial arc) ...
     "hf_hz": 1000.0,  # ... and highest (electrolyte intercept); snapped to odd bins
@@ -203,6 +205,7 @@ class ImpedanceHost:
         self.last_estimates = []
         self.blocks = 0
         self.rejected_blocks = 0  # ADC frames rejected (CRC, reset) inside a block
+        self.aborted_blocks = 0  # blocks abandoned at a fast limit (over-current, ...)
         self.skipped = 0  # due blocks not taken (interlock, pulse train, no room)
         self.observations = 0
         self.alarms = 0
@@ -219,10 +222,15 @@ class ImpedanceHost:
         n = self.opts["block_n"]
         if n % 4 or n < 16:
             raise ValueError("block_n must be a multiple of 4, at least 16")
-        self.v = array("i", bytes(4 * n))
-        self.i = array("i", bytes(4 * n))
-        self.unit = array("f", bytes(4 * n))  # unit-peak waveform of the excitation
-        self.frac = array("f", bytes(4 * n))  # DAC fractions of the current block
+        # Once, on first use: collect first and share one zero source, so the four 4n-byte
+        # buffers find room in a fragmented heap.
+        gc.collect()
+        zero = bytes(4 * n)
+        self.v = array("i", zero)
+        self.i = array("i", zero)
+        self.unit = array("f", zero)  # unit-peak waveform of the excitation
+        self.frac = array("f", zero)  # DAC fractions of the current block
+        zero = None
         self.one_v = array("i", [0])
         self.one_i = array("i", [0])
         self.eng = impedance.DftEngine(n)
@@ -294,6 +302,16 @@ class ImpedanceHost:
             good = adc.read_block_codes_into(v, cur, n)
             return n - good
         fs_range = g.ranges_ma[range_index]
+        # Every check_ms of frames the block checks the fast limits itself and counts as
+        # a loop pass (docs/firmware.md, "Interlock latency during a block").
+        every = int(self.fs_hz * self.opts["check_ms"] / 1000.0 / decimation)
+        every = 1 if every < 1 else every
+        safety = rig.safety
+        v_scale, i_scale = self._scales()
+        v_hi = safety.threshold("over_voltage") / v_scale
+        v_lo = safety.threshold("under_voltage") / v_scale
+        i_hi = safety.threshold("over_current") / (i_scale * 1000.0)
+        sched = rig.sched
         frac = self.frac
         unit = self.unit
         for k in range(n):
@@ -308,13 +326,12 @@ class ImpedanceHost:
         oi = self.one_i
         bad = 0
         try:
-            # Settle: the table's last samples lead continuously into its first (the
+            # Settle first: the table's last samples lead continuously into its first (the
             # tones are whole periods of the block), so the block starts in steady state.
-            for k in range(n - settle_n, n):
-                dac.set_fraction(frac[k])
-                for _ in range(decimation):
-                    adc.read_block_codes_into(ov, oi, 1)
-            for k in range(n):
+            for m in range(settle_n + n):
+                k = m - settle_n
+                if k < 0:
+                    k += n
                 dac.set_fraction(frac[k])
                 sv = 0
                 si = 0
@@ -322,10 +339,21 @@ class ImpedanceHost:
                     if adc.read_block_codes_into(ov, oi, 1):
                         sv += ov[0]
                         si += oi[0]
-                    else:
+                    elif m >= settle_n:
                         bad += 1
-                v[k] = sv
-                cur[k] = si
+                if m >= settle_n:
+                    v[k] = sv
+                    cur[k] = si
+                if m % every == 0:
+                    sched.checkpoint()
+                    if wdt is not None:
+                        wdt.feed()
+                    x = oi[0]
+                    if ov[0] > v_hi or ov[0] < v_lo or x > i_hi or -x > i_hi:
+                        # Beyond a fast limit: abandon the block; the safety task runs
+                        # right after and trips with its own debounce.
+                        self.aborted_blocks += 1
+                        return n
         finally:
             self._restore(sp, idx0)
         return bad
@@ -601,7 +629,8 @@ class ImpedanceHost:
     def status(self):
         return {"period_s": self.effective_period_s(), "supported": self.supported,
                 "fs_hz": self.fs_hz, "blocks": self.blocks, "rejected": self.rejected_blocks,
-                "skipped": self.skipped, "observations": self.observations,
+                "skipped": self.skipped, "aborted": self.aborted_blocks,
+                "observations": self.observations,
                 "alarms": self.alarms, "sweeping": self.sweep is not None,
                 "last_mag_ohm": _sig(self.last_mag_ohm) if self.last_mag_ohm else None}
 

@@ -24,6 +24,7 @@ from chips.heater import Heater
 from chips.max31865 import MAX31865
 from chips.nau7802 import NAU7802
 from chips.tmc2209 import TMC2209
+from electrical import SmallSignalCell
 
 FALLBACK_PINS = {
     "i2c0_sda": 0, "i2c0_scl": 1, "spi0_sck": 2, "spi0_tx": 3, "spi0_rx": 4, "adc_cs": 5,
@@ -193,6 +194,45 @@ class Wiring:
         self._t_read_ns = bench.now_ns
         self._heater_j0 = 0.0
         self._press_moved(self.press.position_256)
+
+        # The cell's response inside a step to what the stage drives now (electrical.py);
+        # inert until the bench sends a network (set_small_signal).
+        self.small_signal = SmallSignalCell(
+            self._stage_current_now_a, lambda: self.adc._period_ns,
+            1.0 / self.analog["cell_v_divider"], self.analog["shunt_ohm"])
+        self.dac.on_update = self.stage_current_changed
+
+    # -- the small-signal cell -------------------------------------------------------------
+    def _stage_current_now_a(self):
+        """Stage current the DAC and range command now (A); None while a PIO program
+        gates the stage (the plant models pulse trains itself)."""
+        sm = self.bench.pio_pins.get(self.pins["pulse_gate"])
+        if sm is not None and sm.active():
+            return None
+        dac = self.dac
+        vref = dac.vref_v
+        return (dac.vout_v - vref / 2) / (vref / 2) * self.stage_fullscale_a()
+
+    def stage_current_changed(self):
+        """DAC update or range switch: the small-signal cell follows from now."""
+        ss = self.small_signal
+        if ss.enabled:
+            self.adc.sync()  # conversions before now saw the previous current
+            ss.current_changed(self.bench.now_ns)
+
+    def set_small_signal(self, enabled, r0_ohm, r_ohm, tau_s):
+        """The cell's linearised network (bench NETWORK message); disabled: no hook."""
+        self.adc.sync()
+        ss = self.small_signal
+        ss.set_network(self.bench.now_ns, enabled, r0_ohm, r_ohm, tau_s)
+        self.adc.input_hook = ss.adjust if ss.enabled else None
+
+    def small_signal_held(self):
+        """Step end: the plant holds the present stage current for the next step."""
+        ss = self.small_signal
+        if ss.enabled:
+            self.adc.sync()
+            ss.held(self.bench.now_ns)
 
     # -- analog world in -------------------------------------------------------------------
     def apply_inputs(self, cell_v=None, cell_i_a=None, ref_v=None, temp_c=None, rtd_ohm=None,

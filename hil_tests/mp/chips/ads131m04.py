@@ -128,6 +128,9 @@ class ADS131M04:
         self.rx_crc_errors = 0
         self.coalesce = False
         self.drdy_observed = None  # callable: True when DRDY edges have an observer
+        # Bench hook ``fn(t_ns, v0, v1) -> (v0, v1)``: moves the channel 0/1 inputs of a
+        # conversion at its instant (the in-rig small-signal cell, docs/hil.md). None: off.
+        self.input_hook = None
         self._power_on()
 
     # -- bench side -------------------------------------------------------------------
@@ -315,7 +318,7 @@ class ADS131M04:
 
     def on_event(self, now_ns):
         self._next_conv_ns += self._period_ns
-        codes = self._convert()
+        codes = self._convert(now_ns)
         fifo = self._fifo
         if len(fifo) >= 2:
             fifo.pop(0)
@@ -330,7 +333,7 @@ class ADS131M04:
             self._set_drdy(1)  # high pulse ahead of the edge when data were left unread
             self._set_drdy(0)
 
-    def _convert(self):
+    def _convert(self, t_ns):
         blk = self._block
         if blk is not None and self._block_i < self._block_n:
             i = self._block_i
@@ -348,6 +351,9 @@ class ADS131M04:
             if blk is not None:
                 self.block_underruns += 1
             v0, v1, v2, v3 = self.inputs_v
+        hook = self.input_hook
+        if hook is not None:
+            v0, v1 = hook(t_ns, v0, v1)
         k = self._k
         c0 = round(v0 * k[0])
         c1 = round(v1 * k[1])

@@ -35,6 +35,7 @@ class DAC8551:
         self.aborted_writes = 0
         self._bits = 0
         self._shift = 0
+        self.on_update = None  # bench hook: called after each VOUT update (24th bit)
 
     @property
     def vout_v(self):
@@ -61,6 +62,8 @@ class DAC8551:
                 self.pd_mode = (self._shift >> 16) & 3
                 self.code = self._shift & 0xFFFF
                 self.writes += 1
+                if self.on_update is not None:
+                    self.on_update()
         self._bits = bits
         if rx is not None:
             for i in range(len(tx)):

@@ -26,7 +26,7 @@ from fieldrig_hil.cell.degradation import PulseProtocol
 from fieldrig_hil.cell.plants import HeaterPlant, Rig, ScrewPress, SensorFaults
 from fieldrig_hil.cell.scenarios import Scenario
 
-from .protocol import RTD_OK, RTD_OPEN, RTD_SHORT, Outputs
+from .protocol import MAX_RELAXATIONS, RTD_OK, RTD_OPEN, RTD_SHORT, Network, Outputs
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -34,6 +34,12 @@ FloatArray = npt.NDArray[np.float64]
 # load cell pushed far past the NAU7802's input range (either rail).
 RAIL_FACTOR = 2.0
 LOADCELL_OVERLOAD = 3.0
+# The rig's small-signal cell (hil_tests/mp/electrical.py) gets the Foster network with
+# relaxations faster than 1/30 of a conversion (settled within one) folded into r0 and the
+# rest merged into bins of a third of a decade: 12-16 relaxations instead of ~150, Z(f)
+# within 0.2 % / 0.5 deg of the closed form from 1 Hz to fs/2 (docs/hil.md).
+SMALL_SIGNAL_FAST = 1.0 / 30.0
+SMALL_SIGNAL_PER_DECADE = 3
 
 
 @dataclass
@@ -126,6 +132,14 @@ class BenchPlant:
         self.current_override_a: float | None = None
         self.last_v = 0.0
         self.last_i = 0.0
+
+    def small_signal_network(self, conversion_period_s: float) -> Network:
+        """The cell's present linearised network, reduced for the rig (see above)."""
+        enabled = self.current_override_a is None and self.cfg.stage_enable == "range"
+        if not enabled or conversion_period_s <= 0:
+            return Network(False, 0.0)
+        return reduce_network(self.cell.foster.r0_ohm, self.cell.foster.r_ohm,
+                              self.cell.foster.tau_s, conversion_period_s)
 
     @property
     def cell(self) -> Cell:
@@ -256,3 +270,26 @@ class BenchPlant:
         if k >= len(self.trace):
             return None
         return self.trace[k]
+
+
+def reduce_network(r0_ohm: float, r_ohm: FloatArray, tau_s: FloatArray,
+                   conversion_period_s: float) -> Network:
+    """Foster network -> the rig's reduced one: relaxations settled within a conversion
+    become series resistance, the others are merged per third of a decade (summed R at
+    the R-weighted geometric mean tau)."""
+    fast = tau_s < conversion_period_s * SMALL_SIGNAL_FAST
+    r0 = float(r0_ohm + r_ohm[fast].sum())
+    r = r_ohm[~fast]
+    tau = tau_s[~fast]
+    keep = r > 0.0
+    r, tau = r[keep], tau[keep]
+    if r.size == 0:
+        return Network(True, r0)
+    bins = np.floor(np.log10(tau) * SMALL_SIGNAL_PER_DECADE).astype(np.int64)
+    uniq, inv = np.unique(bins, return_inverse=True)
+    r_sum = np.bincount(inv, weights=r)
+    log_tau = np.bincount(inv, weights=r * np.log(tau)) / r_sum
+    if uniq.size > MAX_RELAXATIONS:
+        raise ValueError(f"{uniq.size} relaxations after reduction (max {MAX_RELAXATIONS})")
+    return Network(True, r0, tuple(float(v) for v in r_sum),
+                   tuple(float(v) for v in np.exp(log_tau)))

@@ -13,6 +13,9 @@ OUT 02h    rig->bench ``OUT`` struct: actuator outputs at the end of a step
 RESET 03h  rig->bench JSON: ``{"cause", "t_ns"}``, the MCU resets (process ends)
 INPUT 81h  bench->rig ``INPUT`` struct, then ``n_block`` float32 cell volts and
                       ``n_block`` float32 cell amps (one per ADC conversion)
+NETWORK    bench->rig ``NETWORK`` struct (enabled, r0_ohm, n), then n float32 r_ohm and
+82h                   n float32 tau_s: the cell's small-signal network, sent before an
+                      INPUT whenever it changed (``hil_tests/mp/electrical.py``)
 =========  =========  =================================================================
 """
 
@@ -30,10 +33,13 @@ MSG_BOOT = 0x01
 MSG_OUT = 0x02
 MSG_RESET = 0x03
 MSG_INPUT = 0x81
+MSG_NETWORK = 0x82
 
 HEADER = struct.Struct("<IB")
 OUT = struct.Struct("<qHbBBBfffffiBBBIfIIIIIII")
 INPUT = struct.Struct("<qffffffBBBHhHIH")
+NETWORK = struct.Struct("<BfH")
+MAX_RELAXATIONS = 64
 
 RTD_OK = 0
 RTD_OPEN = 1
@@ -146,3 +152,31 @@ class Inputs:
             body += (np.asarray(self.block_v, dtype="<f4").tobytes()
                      + np.asarray(self.block_i, dtype="<f4").tobytes())
         return HEADER.pack(len(body), MSG_INPUT) + body
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """The cell's linearised network for the rig's small-signal cell:
+    Z(s) = r0_ohm + sum r_ohm[k] / (1 + s tau_s[k]); disabled while the plant drives a
+    current the stage does not command (a failed stage, the gate pin as enable)."""
+
+    enabled: bool
+    r0_ohm: float
+    r_ohm: tuple[float, ...] = ()
+    tau_s: tuple[float, ...] = ()
+
+    def pack(self) -> bytes:
+        n = len(self.r_ohm)
+        if len(self.tau_s) != n:
+            raise ValueError("r_ohm and tau_s differ in length")
+        if n > MAX_RELAXATIONS:
+            raise ValueError(f"{n} relaxations exceed {MAX_RELAXATIONS}")
+        values = (self.r0_ohm, *self.r_ohm, *self.tau_s)
+        if not all(math.isfinite(v) and v >= 0.0 for v in values):
+            raise ValueError("network values must be finite and >= 0")
+        if any(t <= 0.0 for t in self.tau_s):
+            raise ValueError("time constants must be > 0")
+        body = NETWORK.pack(1 if self.enabled else 0, self.r0_ohm, n)
+        body += (np.asarray(self.r_ohm, dtype="<f4").tobytes()
+                 + np.asarray(self.tau_s, dtype="<f4").tobytes())
+        return HEADER.pack(len(body), MSG_NETWORK) + body

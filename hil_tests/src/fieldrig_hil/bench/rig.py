@@ -163,6 +163,9 @@ class BenchRig:
         self.resets: list[dict[str, object]] = []
         self.steps: list[StepRecord] = []
         self.outputs: P.Outputs | None = None
+        # The small-signal network the present boot holds (re-sent to every new boot).
+        self.network: P.Network | None = None
+        self._network_key: tuple[object, ...] | None = None
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._sockdir = Path(tempfile.mkdtemp(prefix="frb-"))  # sun_path is <= 108 bytes
@@ -236,6 +239,7 @@ class BenchRig:
         if self.plant is None:
             self.plant = BenchPlant(self.plant_cfg, front, self.seed)
         self._boot_t0_s = self.plant.t_s
+        self._network_key = None
         self.boots.append(Boot(len(self.boots), self._boot_t0_s, self.proc.pid))
         # The edge connects while the firmware waits for its first inputs (the link
         # socket listens already): it is accepted at the first link pass, every run.
@@ -334,9 +338,21 @@ class BenchRig:
         if f.i2c_nak > 0 or f.i2c_nak == P.NAK_CLEAR:
             f.i2c_nak = 0
         data = msg.pack()
+        if out is not None and out.adc_rate_hz > 0:
+            data = self._network_update(plant, 1.0 / out.adc_rate_hz) + data
         t = time.perf_counter()
         self._conn.sendall(data)  # wakes the firmware: counted as its time
         self.wall_firmware_s += time.perf_counter() - t
+
+    def _network_update(self, plant: BenchPlant, period_s: float) -> bytes:
+        """A NETWORK message when the cell's network (or the ADC rate) changed."""
+        key = (plant.cell.foster, plant.current_override_a, period_s)
+        if self._network_key is not None and all(
+                a is b or a == b for a, b in zip(key, self._network_key, strict=True)):
+            return b""
+        self._network_key = key
+        self.network = plant.small_signal_network(period_s)
+        return self.network.pack()
 
     def step(self) -> None:
         """One lockstep step: the firmware runs to its step end; plant, link, faults."""
