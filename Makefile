@@ -6,10 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint system-deps venv clean
+.PHONY: demo demo-deps test lint docs bench system-deps venv clean
 
-demo: system-deps $(STAMP)
+demo: demo-deps $(STAMP)
 	$(BIN)/fieldrig-demo $(DEMO_ARGS)
+
+# The demo also runs without mosquitto/influxd (bench and gateway only, and it says so).
+demo-deps:
+	@FIELDRIG_DEPS_OPTIONAL=1 sh tools/install_system_deps.sh
 
 test: system-deps $(STAMP)
 	@rm -rf .tox/reports
@@ -17,6 +21,13 @@ test: system-deps $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/tox -e lint
+
+docs: $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements/docs.txt
+	$(BIN)/mkdocs build --strict
+
+bench: system-deps $(STAMP)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 system-deps:
 	@sh tools/install_system_deps.sh

@@ -65,7 +65,7 @@ class Clock(bb.BenchClock):
 w = wiring.Wiring(coalesce_adc=COALESCE)
 d = pico2w.build({"loadcell_n_per_code": repr(bb.loadcell_n_per_code(w.plant))},
                  machine=machine, link=NoLink())
-bb.init_parts(d, 70)
+pico2w.init_parts(d, 70)
 w.apply_inputs(cell_v=0.02, cell_i_a=0.000235, temp_c=30.0, force_n=392.0)
 board = {"link": NoLink(), "adc": d["adc"], "rtd": d["rtd"], "heater": d["heater"],
          "loadcell": d["loadcell"], "press": d["press"], "dac": d["dac"],

@@ -23,6 +23,8 @@ RIG_STATE_TRIPPED = 2  # an interlock latched the safe state until reset_safety
 
 MAX_CMD_NAME = 32
 MAX_STR = 64
+RECIPE_PART_CHARS = 400  # recipe_load text per part (the rig's limit: echem_commands.py)
+MAX_RECIPE_PARTS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class Arg:
     hi: float = 0.0
     required: bool = True
     nullable: bool = False  # null = "off" (heater off, stop controlling pressure)
+    max_len: int = MAX_STR  # strings: longest accepted, characters
 
 
 def _off(name: str) -> Callable[[dict[str, Any]], bool]:
@@ -66,6 +69,18 @@ CATALOGUE: dict[str, Spec] = {
     "reset_safety": Spec({"token": Arg(str)}),
     "get_config": Spec({"section": Arg(str, required=False)}),
     "set_limit": Spec({"row": Arg(str), "threshold": Arg(float, -1e9, 1e9)}),
+    # The electrochemistry (firmware/fieldrig/echem_commands.py). A recipe travels as its
+    # JSON text in parts that each fit one link frame (480-byte body, docs/link.md); the
+    # rig validates the whole recipe and names the step and field of an error.
+    "recipe_load": Spec({"text": Arg(str, max_len=RECIPE_PART_CHARS),
+                         "part": Arg(int, 0, MAX_RECIPE_PARTS - 1),
+                         "parts": Arg(int, 1, MAX_RECIPE_PARTS)}, _ACTIVE),
+    "recipe_start": Spec({}, _ACTIVE),
+    "recipe_abort": Spec({}),  # stops a recipe: always allowed
+    "recipe_status": Spec({}),
+    # 0 stops tracking (always allowed); else 1 s .. 1 day between impedance blocks.
+    "track_impedance": Spec({"period_s": Arg(float, 0.0, 86400.0)}, _ACTIVE,
+                            _off("period_s")),
 }
 
 
@@ -145,9 +160,9 @@ def parse_request(raw: bytes, max_bytes: int) -> Command:
         if v is None and a.nullable:
             out[aname] = None
         elif a.kind is str:
-            if not isinstance(v, str) or not 0 < len(v) <= MAX_STR:
+            if not isinstance(v, str) or not 0 < len(v) <= a.max_len:
                 raise CommandError("bad_schema", f"{name}.{aname} must be a string of 1.."
-                                                 f"{MAX_STR} characters")
+                                                 f"{a.max_len} characters")
             out[aname] = v
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
             raise CommandError("bad_schema", f"{name}.{aname} must be a number"
