@@ -115,6 +115,7 @@ def write_config(work: Path, broker: Mosquitto, rigs: list[RigEmulator]) -> Path
     lines = [f'site = "bench"\ngateway = "gw-bench"\n[broker]\nhost = "{broker.host}"\n'
              f'port = {broker.port}\n[spool]\npath = "spool.sqlite"\nmax_mb = 4096\n'
              '[publish]\nbatch_max = 500\nbatch_wait_ms = 200\nhealth_interval_s = 0.5\n'
+             'confirm_stored = false\n'  # no ingester here: the broker's PUBACK frees rows
              '[log]\nlevel = "WARNING"\n']
     for r in rigs:
         lines.append(f'[[rigs]]\nid = "{r.rig_id}"\nport = "tcp://127.0.0.1:{r.port}"\n'

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import random
+from typing import Any
+
 import numpy as np
 import pytest
 from synthetic import TRUE_EIS, ladder, spectrum
@@ -13,9 +17,11 @@ STEPS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
 
 
 def test_eis_fit_recovers_bulk_grain_boundary_interface_and_diffusion() -> None:
+    # 40 points 1 MHz..10 mHz with 0.5 % noise: resistances within 10 %, CPE exponent
+    # within 0.05 (docs/cloud.md, "EIS fit").
     fit = analytics.fit_spectrum(*spectrum())
     truth = dict(zip(analytics.PARAM_NAMES, TRUE_EIS, strict=True))
-    for name in ("R0", "R1", "R2", "Wo1_0"):
+    for name in ("R0", "R1", "R2", "Ws1_0"):
         assert fit.params[name] == pytest.approx(truth[name], rel=0.1), name
     assert fit.params["CPE1_1"] == pytest.approx(0.9, abs=0.05)
     assert fit.rmse_rel < 0.02
@@ -30,6 +36,84 @@ def test_eis_fit_follows_a_growing_interface_resistance() -> None:
     b = analytics.fit_spectrum(*spectrum(grown, seed=9))
     assert b.params["R2"] / a.params["R2"] == pytest.approx(2, rel=0.1)
     assert b.params["R0"] == pytest.approx(a.params["R0"], rel=0.1)
+
+
+def test_eis_fit_matches_the_simulated_cells_circuit() -> None:
+    # The analytics fit the circuit the HIL cell model simulates (docs/cell_model.md).
+    from fieldrig_hil.cell import Cell
+
+    circuit, params = Cell("lpscl", temperature_c=25.0, pressure_mpa=5.0).elements()\
+        .impedance_py()
+    assert circuit == analytics.CIRCUIT
+    z = analytics.simulate_spectrum(params, [1e3])
+    # impedance_py leaves out an electronic leakage that changes |Z| by < 1e-5
+    assert abs(z[0] - Cell("lpscl", temperature_c=25.0, pressure_mpa=5.0).impedance(1e3)) \
+        < 1e-5 * abs(z[0])
+
+
+def _sig(x: float) -> float:
+    """5 significant digits, as the firmware rounds MSG_EIS values (measure._sig)."""
+    return round(x, 4 - math.floor(math.log10(abs(x))))
+
+
+SWEEP_TRUTH = [20.0, 150.0, 9.4e-7, 0.9, 400.0, 1.33e-4, 0.85, 100.0, 10.0]
+
+
+def sweep_rows(truth: list[float] = SWEEP_TRUTH, t0: int = T0, boot: str = "7",
+               sweep_seq: int = 40, drop_chunk: int | None = None,
+               skip: tuple[int, ...] = (30,)) -> list[dict[str, Any]]:
+    """``eis_spectrum`` rows as a chunked sweep lands in InfluxDB: 10 kHz..10 mHz at 5
+    points per decade (31), 6 per chunk, rounded like the firmware; ``skip``: points
+    the rig could not measure."""
+    f = [float(x) for x in np.logspace(4, -2, 31)]
+    z = analytics.simulate_spectrum(truth, f)
+    chunks = (len(f) + 5) // 6
+    rows = []
+    for k, (fk, zk) in enumerate(zip(f, z, strict=True)):
+        c, j = divmod(k, 6)
+        if c == drop_chunk:
+            continue
+        r: dict[str, Any] = {"time": t0 + 1000 * c + j, "boot": boot, "sweep_seq": sweep_seq,
+                             "eis_seq": 1, "chunk": c, "chunks": chunks, "point": j,
+                             "freq_hz": _sig(fk), "quality": "good"}
+        if k in skip:
+            r["quality"] = "skipped"
+        else:
+            r.update(z_real_ohm=_sig(zk.real), z_imag_ohm=_sig(zk.imag))
+        rows.append(r)
+    return rows
+
+
+def test_chunked_sweeps_group_by_boot_and_sweep_and_only_complete_ones_are_fitted() -> None:
+    rows = (sweep_rows() + sweep_rows(t0=T0 + 10**12, sweep_seq=90, drop_chunk=2)
+            + sweep_rows(t0=T0 + 2 * 10**12, boot="8", sweep_seq=40))
+    random.Random(1).shuffle(rows)  # InfluxDB returns them by time; grouping must not care
+    sweeps = analytics.group_sweeps(rows)
+    assert [(s.boot, s.sweep_seq, s.complete, len(s.rows)) for s in sweeps] == [
+        ("7", 40, True, 31), ("7", 90, False, 25), ("8", 40, True, 31)]
+    assert [s.start_ns for s in sweeps] == [T0, T0 + 10**12, T0 + 2 * 10**12]
+    assert [r["freq_hz"] for r in sweeps[0].rows] == sorted(
+        (r["freq_hz"] for r in sweeps[0].rows), reverse=True)
+    assert len(sweeps[0].measured) == 30
+    data = analytics.RunData("lab-1", "rig-a", "run-1",
+                             spectra={s.start_ns: s for s in sweeps if s.complete})
+    result = analytics.analyze(data)
+    assert sorted(result.fits) == [T0, T0 + 2 * 10**12]
+    fit_line = next(ln for ln in result.lines if ln.startswith("eis_fit,"))
+    assert "boot=7," in fit_line and "circuit=2rcpe_ws" in fit_line
+    assert "sweep_seq=40i,eis_seq=1i,n_skipped=1i" in fit_line
+    assert fit_line.endswith(f" {T0}")
+
+
+def test_fit_of_a_chunked_sweep_recovers_the_circuit_within_one_percent() -> None:
+    # Noise-free apart from the firmware's 5-digit rounding: every parameter within 1 %.
+    [sw] = analytics.group_sweeps(sweep_rows())
+    rows = sw.measured
+    fit = analytics.fit_spectrum([r["freq_hz"] for r in rows], [r["z_real_ohm"] for r in rows],
+                                 [r["z_imag_ohm"] for r in rows])
+    for name, true in zip(analytics.PARAM_NAMES, SWEEP_TRUTH, strict=True):
+        assert fit.params[name] == pytest.approx(true, rel=0.01), name
+    assert fit.rmse_rel < 1e-3
 
 
 def test_eis_fit_refuses_too_few_points() -> None:

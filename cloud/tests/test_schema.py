@@ -29,7 +29,28 @@ def test_telemetry_sample_becomes_one_cell_sample_point() -> None:
         "cell_sample,cell=cell-1,rig=rig-a,run=run-1,site=lab-1 "
         f"seq=3i,rig_state=1i,cell_voltage_v={p['samples'][0]['cell_voltage_v']!r},"
         f"cell_current_ma=0.5,cell_temp_c={p['samples'][0]['cell_temp_c']!r},"
-        f"stack_pressure_mpa=5 {T + 300_000_000}")
+        f"stack_pressure_mpa=5.0 {T + 300_000_000}")  # the sender's number text, as sent
+
+
+def test_telemetry_floats_keep_the_senders_text_and_strings_are_not_numbers() -> None:
+    raw = (b'{"schema":1,"site":"lab-1","rig":"rig-a","cell":"c","run":"r","samples":['
+           b'{"seq":1,"time_ns":5,"cell_voltage_v":3.0517578125e-05,"cell_current_ma":-0.50,'
+           b'"cell_temp_c":25.0,"stack_pressure_mpa":1e999,"rig_state":1}]}')
+    [line] = points_for(TOPIC, raw, T)
+    # Float tokens verbatim. One beyond float64 is left for InfluxDB to refuse ("invalid
+    # float", 400: the ingester dead-letters the message as influx_rejected).
+    assert line.endswith(" seq=1i,rig_state=1i,cell_voltage_v=3.0517578125e-05,"
+                         "cell_current_ma=-0.50,cell_temp_c=25.0,stack_pressure_mpa=1e999 5")
+    # An integer token takes the checked path (which also catches the overflow).
+    with pytest.raises(PayloadError, match="stack_pressure_mpa must be finite"):
+        points_for(TOPIC, raw.replace(b'"cell_temp_c":25.0', b'"cell_temp_c":25'), T)
+    [line] = points_for(TOPIC, raw.replace(b'"cell_temp_c":25.0', b'"cell_temp_c":25')
+                        .replace(b"1e999", b"5.0"), T)
+    assert "cell_temp_c=25,stack_pressure_mpa=5 5" in line
+    with pytest.raises(PayloadError, match="cell_temp_c must be a number"):
+        points_for(TOPIC, raw.replace(b'"cell_temp_c":25.0', b'"cell_temp_c":"25.0"'), T)
+    with pytest.raises(PayloadError, match="not a number line protocol can store"):
+        points_for(TOPIC, raw.replace(b"1e999", b"Infinity"), T)
 
 
 def test_boot_becomes_a_tag_and_optional_fields_their_measurements() -> None:
@@ -104,7 +125,7 @@ def test_unknown_topics_are_payload_errors(topic: str) -> None:
                     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c,
                                                                         max_size=4),
                     max_leaves=20),
-       st.sampled_from(["telemetry", "events", "eis", "status"]))
+       st.sampled_from(["telemetry", "impedance", "events", "eis", "status"]))
 def test_arbitrary_json_never_crashes(payload: Any, leaf: str) -> None:
     try:
         raw = json.dumps(payload).encode()
@@ -172,3 +193,86 @@ def test_dead_letter_point_names_rig_and_reason() -> None:
     assert 'payload_excerpt="{\\"bad\\": \\"x\\"}"' in line
     assert schema.parse_topic("fieldrig/v1/s/gateway/g/health") == Topic(
         site="s", gateway="g", leaf="health")
+
+
+IMP_TOPIC = "fieldrig/v1/lab-1/rig-a/impedance"
+
+
+def impedance_payload(**point: Any) -> dict[str, Any]:
+    """As the edge publishes MSG_IMPEDANCE points (docs/mqtt.md, "Impedance")."""
+    p = {"seq": 4096, "time_ns": T, "f_hz": 1031.25, "z_re_ohm": 52.3125, "z_im_ohm": -15.0625,
+         "rel_err": 0.015625, "quality": "fair", "source": "tracking", **point}
+    return {"schema": 1, "site": "lab-1", "rig": "rig-a", "cell": "c1", "run": "r1",
+            "gateway": "gw-1", "boot": 7, "points": [p]}
+
+
+def test_impedance_point_becomes_an_impedance_point_with_its_seq() -> None:
+    [line] = route(IMP_TOPIC, impedance_payload())
+    assert line.startswith("impedance,boot=7,cell=c1,rig=rig-a,run=r1,site=lab-1,"
+                           "source=tracking seq=4096i,z_freq_hz=1031.25,z_re_ohm=52.3125,"
+                           "z_im_ohm=-15.0625,z_mag_ohm=")
+    assert line.endswith(f',rel_err=0.015625,quality="fair" {T}')
+    fields = dict(kv.split("=") for kv in line.split(" ")[1].split(","))
+    assert float(fields["z_mag_ohm"]) == pytest.approx(54.4379, rel=1e-5)
+    assert float(fields["z_phase_deg"]) == pytest.approx(-16.0634, rel=1e-4)
+
+
+def test_impedance_point_with_a_failed_estimate_keeps_its_seq() -> None:
+    [line] = route(IMP_TOPIC, impedance_payload(z_re_ohm=None, z_im_ohm=None, rel_err=None,
+                                                quality="poor", source="sweep"))
+    assert ",source=sweep seq=4096i,z_freq_hz=1031.25,quality=\"poor\" " in line
+
+
+@pytest.mark.parametrize(("point", "why"), [
+    ({"quality": "excellent"}, "quality"),
+    ({"source": "guess"}, "source"),
+    ({"f_hz": -1.0}, "f_hz must be positive"),
+    ({"seq": "1"}, "seq must be an integer"),
+    ({"time_ns": 0}, "bad time_ns"),
+    ({"z_re_ohm": "52"}, "z_re_ohm must be a number"),
+])
+def test_bad_impedance_point_is_refused(point: dict[str, Any], why: str) -> None:
+    with pytest.raises(PayloadError, match=why):
+        route(IMP_TOPIC, impedance_payload(**point))
+
+
+def eis_chunk(chunk: int = 1, **over: Any) -> dict[str, Any]:
+    """As the edge publishes an MSG_EIS chunk (docs/mqtt.md, "EIS sweeps")."""
+    return {"schema": 1, "site": "lab-1", "rig": "rig-a", "cell": "c1", "run": "r1",
+            "gateway": "gw-1", "boot": 7, "seq": 13, "time_ns": T, "source": "rig",
+            "sweep_seq": 12, "eis_seq": 1, "chunk": chunk, "chunks": 2,
+            "points": [{"f_hz": 10.0, "z_re_ohm": 149.7, "z_im_ohm": -6.2, "rel_err": 0.0004,
+                        "quality": "good"},
+                       {"f_hz": 0.1, "z_re_ohm": None, "z_im_ohm": None, "rel_err": None,
+                        "quality": "skipped"}], **over}
+
+
+def test_eis_chunk_points_are_keyed_by_chunk_and_place_and_name_their_sweep() -> None:
+    lines = route("fieldrig/v1/lab-1/rig-a/eis", eis_chunk())
+    assert [int(ln.rsplit(" ", 1)[1]) for ln in lines] == [T + 1000, T + 1001]
+    assert lines[0].startswith(
+        "eis_spectrum,boot=7,cell=c1,rig=rig-a,run=r1,site=lab-1 sweep_seq=12i,eis_seq=1i,"
+        "chunk=1i,chunks=2i,point=0i,freq_hz=10,z_real_ohm=149.7,z_imag_ohm=-6.2,z_mag_ohm=")
+    assert lines[0].endswith(f',rel_err=0.0004,quality="good" {T + 1000}')
+    assert lines[1] == ("eis_spectrum,boot=7,cell=c1,rig=rig-a,run=r1,site=lab-1 "
+                        "sweep_seq=12i,eis_seq=1i,chunk=1i,chunks=2i,point=1i,freq_hz=0.1,"
+                        f'quality="skipped" {T + 1001}')
+    # Chunk 0 received in the same read (same time_ns): keys still distinct.
+    first = route("fieldrig/v1/lab-1/rig-a/eis", eis_chunk(chunk=0, seq=12))
+    assert {ln.rsplit(" ", 1)[1] for ln in first}.isdisjoint(
+        {ln.rsplit(" ", 1)[1] for ln in lines})
+
+
+@pytest.mark.parametrize(("over", "why"), [
+    ({"chunk": 2}, "chunk 2 of 2"),
+    ({"sweep_seq": None}, "sweep_seq must be an integer"),
+    ({"points": []}, "non-empty"),
+    ({"points": [{"f_hz": 1.0, "quality": "great"}]}, "quality"),
+    ({"points": [{"f_hz": 0.0, "quality": "good"}]}, "f_hz must be positive"),
+    ({"points": [{"f_hz": 1.0, "z_re_ohm": 1.0, "z_im_ohm": -1.0, "quality": "skipped"}]},
+     "skipped point carries"),
+    ({"rig": "rig-b"}, "does not match topic"),
+])
+def test_bad_eis_chunk_is_refused(over: dict[str, Any], why: str) -> None:
+    with pytest.raises(PayloadError, match=why):
+        route("fieldrig/v1/lab-1/rig-a/eis", eis_chunk(**over))

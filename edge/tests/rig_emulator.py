@@ -156,6 +156,8 @@ class RigEmulator:
         self.host = "127.0.0.1"
         self.port = 0
         self.produced: dict[int, int] = {}
+        # boot -> telemetry seq -> (f_hz, z_re, z_im, rel_err, flags) as float32 sent
+        self.impedance: dict[int, dict[int, tuple[Any, ...]]] = {}
         self.truth_utc: dict[tuple[int, int], int] = {}
         self.dropped: dict[int, list[tuple[int, int]]] = {}
         self.rel_dropped: dict[int, int] = {}
@@ -239,7 +241,8 @@ class RigEmulator:
                 if self.paused:
                     continue
                 if (self.max_samples is not None
-                        and self.produced[self.boot] >= self.max_samples):
+                        and self.produced[self.boot] - len(self.impedance.get(self.boot, ()))
+                        >= self.max_samples):
                     continue
                 self.add_sample()
 
@@ -258,6 +261,30 @@ class RigEmulator:
         self.produced[self.boot] = st.next_seq
         self._pump(st)
         return seq
+
+    def add_impedance(self, f_hz: float, z_re_ohm: float, z_im_ohm: float, rel_err: float,
+                      flags: int, uptime_ns: int | None = None) -> int:
+        """One MSG_IMPEDANCE on the telemetry stream (the firmware's TypedTelemetry):
+        same seq space, ring, acks and drops as samples. The points of one tracking
+        block share its end time: pass the same ``uptime_ns``."""
+        st = self.tele
+        if st.next_seq - st.base >= st.capacity:
+            self._drop_oldest()
+        seq = st.next_seq
+        up = self.uptime_ns() if uptime_ns is None else uptime_ns
+        body = link.IMPEDANCE.pack(up // 1_000_000_000, (up % 1_000_000_000) // 1000, f_hz,
+                                   z_re_ohm, z_im_ohm, rel_err, flags)
+        st.items[seq] = (link.MSG_IMPEDANCE, body)
+        self.impedance.setdefault(self.boot, {})[seq] = link.IMPEDANCE.unpack(body)[2:]
+        st.next_seq = seq + 1
+        self.produced[self.boot] = st.next_seq
+        self._pump(st)
+        return seq
+
+    def eis_chunk(self, body: dict[str, Any] | bytes) -> int:
+        """One MSG_EIS on the reliable stream (a dict is sent as its JSON)."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self._enqueue(link.MSG_EIS, raw)
 
     def _drop_oldest(self) -> None:
         st = self.tele

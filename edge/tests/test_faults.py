@@ -26,7 +26,7 @@ from fieldrig_edge.gateway import Gateway
 def _config_toml(tmp_path: Path, broker: Any, rigs: list[tuple[str, int]]) -> Path:
     lines = [f'site = "lab-1"\ngateway = "gw-1"\n[broker]\nhost = "{broker.host}"\n'
              f'port = {broker.port}\n[spool]\npath = "spool.sqlite"\n'
-             '[publish]\nbatch_wait_ms = 50\nhealth_interval_s = 1\n'
+             '[publish]\nbatch_wait_ms = 50\nhealth_interval_s = 1\nconfirm_stored = false\n'
              '[link]\nreconnect_max_s = 0.3\n[log]\nformat = "json"\n']
     for rig, port in rigs:
         lines.append(f'[[rigs]]\nid = "{rig}"\nport = "tcp://127.0.0.1:{port}"\n'

@@ -75,3 +75,68 @@ def test_corruption_never_invents_a_packet(bodies: list[bytes], noise: bytes,
 def test_oversized_body_is_refused() -> None:
     with pytest.raises(link.LinkError, match="exceeds"):
         link.encode_frame(link.MSG_EVENT, 0, bytes(link.MAX_BODY + 1))
+
+
+@pytest.mark.parametrize("v", VECTORS["impedance_points"], ids=lambda v: str(v["seq"]))
+def test_golden_impedance_point_decodes_to_its_values_and_re_encodes_exactly(
+        v: dict[str, float]) -> None:
+    wire = bytes.fromhex(str(v["wire_hex"]))
+    (packet,) = list(link.FrameDecoder().feed(wire))
+    assert link.stream_of(packet.msg_type) == link.STREAM_TELEMETRY
+    z = link.parse_impedance(packet)
+    # float32-exact values: compared with ==, not approximately
+    assert (z.seq, z.uptime_s, z.uptime_us, z.f_hz, z.z_re_ohm, z.z_im_ohm, z.rel_err,
+            z.flags) == (v["seq"], v["uptime_s"], v["uptime_us"], v["f_hz"], v["z_re_ohm"],
+                         v["z_im_ohm"], v["rel_err"], v["flags"])
+    assert link.encode_impedance(z) == wire
+
+
+def test_golden_impedance_flags_name_quality_and_source() -> None:
+    got = [(p.quality, p.source) for p in (
+        link.parse_impedance(next(link.FrameDecoder().feed(bytes.fromhex(str(v["wire_hex"])))))
+        for v in VECTORS["impedance_points"])]
+    assert got == [("good", "tracking"), ("fair", "tracking"), ("poor", "sweep")]
+    assert link.ImpedancePoint(0, 0, 0, 1.0, 1.0, 0.0, 0.0, 0x23).quality == "unknown"
+    assert link.ImpedancePoint(0, 0, 0, 1.0, 1.0, 0.0, 0.0, 0x20).source == "unknown"
+
+
+def test_golden_eis_chunks_decode_to_a_sweep() -> None:
+    chunks = []
+    for v in (f for f in VECTORS["frames"] if f["msg_type"] == link.MSG_EIS):
+        (packet,) = list(link.FrameDecoder().feed(bytes.fromhex(v["wire_hex"])))
+        assert link.stream_of(packet.msg_type) == link.STREAM_RELIABLE
+        chunks.append(link.parse_eis_chunk(packet))
+    assert [(c.seq, c.eis_seq, c.chunk, c.chunks, c.sweep_seq) for c in chunks] == [
+        (12, 1, 0, 2, 12), (13, 1, 1, 2, 12)]
+    points = [p for c in chunks for p in c.points]
+    assert points[0] == link.EisPoint(1000.0, 52.5, -15.1, 0.00012, "good")
+    assert [p.f_hz for p in points] == [1000.0, 316.23, 10.0, 0.1]
+    assert points[-1] == link.EisPoint(0.1, None, None, None, "skipped")
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b"not json", "not JSON"),
+    (b'{"eis_seq": 1, "chunk": 2, "chunks": 2, "points": [[1.0, 1.0, -1.0, 0.1, 0]]}',
+     "chunk 2 of 2"),
+    (b'{"eis_seq": 1, "chunk": 0, "chunks": 1, "points": []}', "non-empty"),
+    (b'{"eis_seq": 1, "chunk": 0, "chunks": 1, "points": [[1.0, 1.0, -1.0, 0.1]]}',
+     "not \\[f_hz"),
+    (b'{"eis_seq": 1, "chunk": 0, "chunks": 1, "points": [[-1.0, 1.0, -1.0, 0.1, 0]]}',
+     "bad frequency"),
+    (b'{"eis_seq": 1, "chunk": 0, "chunks": 1, "points": [[1.0, 1.0, -1.0, 0.1, 7]]}',
+     "quality"),
+    (b'{"eis_seq": 1, "chunk": 0, "chunks": 1, "points": [[1.0, null, -1.0, 0.1, 0]]}',
+     "needs numbers"),
+    (b'{"eis_seq": 1, "chunk": 0, "chunks": 1, "points": [[1.0, 2.0, null, null, 3]]}',
+     "carries values"),
+    (b'{"eis_seq": -1, "chunk": 0, "chunks": 1, "points": [[1.0, 1.0, -1.0, 0.1, 0]]}',
+     "u32"),
+])
+def test_malformed_eis_chunk_is_a_link_error(body: bytes, why: str) -> None:
+    with pytest.raises(link.LinkError, match=why):
+        link.parse_eis_chunk(link.Packet(link.MSG_EIS, 5, body))
+
+
+def test_impedance_body_of_wrong_length_is_a_link_error() -> None:
+    with pytest.raises(link.LinkError, match="not an impedance point"):
+        link.parse_impedance(link.Packet(link.MSG_IMPEDANCE, 1, bytes(24)))

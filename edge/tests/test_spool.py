@@ -12,6 +12,7 @@ import pytest
 
 from fieldrig_edge.spool import (
     KIND_EVENT,
+    KIND_IMPEDANCE,
     KIND_TELEMETRY,
     CommitBatch,
     Row,
@@ -130,3 +131,30 @@ def test_size_accounting_matches_the_database(tmp_path: Path, policy: str) -> No
         s.delete_ids(ids[:10])
     s2 = Spool(tmp_path / "s.db", max_bytes=30_000)
     assert (s2.stats.rows, s2.stats.bytes) == (s.stats.rows, s.stats.bytes)
+
+
+def imp(rig: str, boot: int, seq: int) -> Row:
+    return Row(KIND_IMPEDANCE, rig, json.dumps({"seq": seq}), boot, 0x10, seq, "c", "r")
+
+
+def test_impedance_rows_share_the_seq_space_but_have_their_own_witness_keys(
+        tmp_path: Path) -> None:
+    s = Spool(tmp_path / "s.db", 10**9)
+    rows = [imp("a", 7, i) if i % 4 == 3 else tele("a", 7, i) for i in range(8)]
+    s.commit(batch(rows))
+    t_rows = [r for r in s.fetch(100) if r.kind == KIND_TELEMETRY]
+    z_rows = [r for r in s.fetch(100) if r.kind == KIND_IMPEDANCE]
+    assert delivery_key(z_rows) == "z|a|7|3|7"
+    assert parse_delivery_key("z|a|7|3|7") == ("z", ("a", 7, 3, 7))
+    # A telemetry message's key covers seq 0..6 but deletes only samples.
+    assert s.delete_confirmed([delivery_key(t_rows)]) == 6
+    assert [(r.kind, r.seq) for r in s.fetch(100)] == [("z", 3), ("z", 7)]
+    assert s.delete_confirmed(["z|a|7|0|7"]) == 2 and s.stats.rows == 0
+
+
+def test_refuse_new_refuses_impedance_points_with_the_samples(tmp_path: Path) -> None:
+    # Both are the telemetry stream: spooling one without its watermark would spool it
+    # twice when the rig resends.
+    s = Spool(tmp_path / "s.db", 200, when_full="refuse_new")
+    res = s.commit(batch([tele("a", 7, 0, pad=300), imp("a", 7, 1)]))
+    assert res.refused == 2 and s.count() == 0 and res.watermarks == {}

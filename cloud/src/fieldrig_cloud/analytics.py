@@ -25,12 +25,15 @@ FloatArray = npt.NDArray[np.float64]
 
 # --- EIS -------------------------------------------------------------------------------
 
-# Bulk electrolyte (R0), grain boundaries (R1 || CPE1), Li/electrolyte interface
-# (R2 || CPE2), diffusion (open Warburg).
-CIRCUIT = "R0-p(R1,CPE1)-p(R2,CPE2)-Wo1"
-PARAM_NAMES = ("R0", "R1", "CPE1_0", "CPE1_1", "R2", "CPE2_0", "CPE2_1", "Wo1_0", "Wo1_1")
+# The simulated cell's circuit (docs/cell_model.md, fieldrig_hil.cell.circuit
+# ``impedance_py``): bulk electrolyte (R0), grain boundaries (R1 || CPE1), Li/electrolyte
+# interface (R2 || CPE2, both electrodes' arcs merged when equal), and finite-length
+# (transmissive, "short") Warburg diffusion in the near-interface Li (Ws1).
+CIRCUIT = "R0-p(R1,CPE1)-p(R2,CPE2)-Ws1"
+CIRCUIT_TAG = "2rcpe_ws"
+PARAM_NAMES = ("R0", "R1", "CPE1_0", "CPE1_1", "R2", "CPE2_0", "CPE2_1", "Ws1_0", "Ws1_1")
 PHYSICAL = {"R0": "r_bulk_ohm", "R1": "r_gb_ohm", "R2": "r_interface_ohm",
-            "Wo1_0": "r_diffusion_ohm", "Wo1_1": "tau_diffusion_s"}
+            "Ws1_0": "r_diffusion_ohm", "Ws1_1": "tau_diffusion_s"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +301,56 @@ def events_to_annotations(events: list[dict[str, Any]],
 # --- against InfluxDB ------------------------------------------------------------------
 
 @dataclass(slots=True)
+class Sweep:
+    """The stored points of one EIS sweep (``eis_spectrum`` rows), in sweep order.
+
+    A rig's sweep arrives in chunks (MSG_EIS) and is named by ``(boot, sweep_seq)``;
+    it is complete once every chunk ``0..chunks-1`` is stored. A spectrum posted as
+    arrays (one message) is named by its ``spectrum_ns`` and always complete."""
+
+    start_ns: int
+    rows: list[dict[str, Any]]
+    boot: str = ""
+    sweep_seq: int | None = None
+    eis_seq: int | None = None
+    chunks: int = 1
+    chunks_stored: int = 1
+
+    @property
+    def complete(self) -> bool:
+        return self.chunks_stored == self.chunks
+
+    @property
+    def measured(self) -> list[dict[str, Any]]:
+        """Points with an impedance (skipped ones have only their frequency)."""
+        return [r for r in self.rows if r.get("z_real_ohm") is not None
+                and r.get("z_imag_ohm") is not None]
+
+
+def group_sweeps(rows: list[dict[str, Any]]) -> list[Sweep]:
+    """``eis_spectrum`` rows (InfluxQL ``SELECT *``) -> sweeps, oldest first."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("sweep_seq") is not None:
+            key: tuple[Any, ...] = ("sweep", str(r.get("boot") or ""), int(r["sweep_seq"]))
+        else:
+            key = ("spectrum", int(r["spectrum_ns"]))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for key, rs in groups.items():
+        if key[0] == "sweep":
+            rs.sort(key=lambda r: (int(r["chunk"]), int(r["point"])))
+            out.append(Sweep(min(int(r["time"]) for r in rs), rs, key[1], key[2],
+                             int(rs[0]["eis_seq"]), int(rs[0]["chunks"]),
+                             len({int(r["chunk"]) for r in rs})))
+        else:
+            rs.sort(key=lambda r: int(r["idx"]))
+            out.append(Sweep(key[1], rs, str(rs[0].get("boot") or "")))
+    out.sort(key=lambda sw: sw.start_ns)
+    return out
+
+
+@dataclass(slots=True)
 class RunData:
     site: str
     rig: str
@@ -306,7 +359,9 @@ class RunData:
     impedance: list[dict[str, Any]] = field(default_factory=list)
     actuator: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    spectra: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    # Complete sweeps by start time; incomplete ones (chunks still missing) are counted.
+    spectra: dict[int, Sweep] = field(default_factory=dict)
+    incomplete_sweeps: int = 0
     cell: str = ""
 
 
@@ -321,10 +376,11 @@ async def load_run(influx: InfluxHttp, site: str, rig: str, run: str) -> RunData
     data.impedance = await influx.rows(f'SELECT * FROM "raw"."impedance" WHERE {w}')
     data.actuator = await influx.rows(f'SELECT * FROM "raw"."actuator_state" WHERE {w}')
     data.events = await influx.rows(f'SELECT * FROM "keep"."event" WHERE {w}')
-    for row in await influx.rows(f'SELECT * FROM "keep"."eis_spectrum" WHERE {w}'):
-        data.spectra.setdefault(int(row["spectrum_ns"]), []).append(row)
-    for rows in data.spectra.values():
-        rows.sort(key=lambda r: int(r["idx"]))
+    for sw in group_sweeps(await influx.rows(f'SELECT * FROM "keep"."eis_spectrum" WHERE {w}')):
+        if sw.complete:
+            data.spectra[sw.start_ns] = sw
+        else:
+            data.incomplete_sweeps += 1
     if data.samples:
         data.cell = str(data.samples[0].get("cell") or "")
     return data
@@ -342,7 +398,8 @@ def analyze(data: RunData, area_cm2: float | None = None) -> RunAnalysis:
     tags = {"site": data.site, "rig": data.rig, "run": data.run, "cell": data.cell}
     lines: list[str] = []
     fits: dict[int, EisFit] = {}
-    for t0, rows in sorted(data.spectra.items()):
+    for t0, sw in sorted(data.spectra.items()):
+        rows = sw.measured
         try:
             fit = fit_spectrum([r["freq_hz"] for r in rows], [r["z_real_ohm"] for r in rows],
                                [r["z_imag_ohm"] for r in rows])
@@ -352,8 +409,13 @@ def analyze(data: RunData, area_cm2: float | None = None) -> RunAnalysis:
         fields: dict[str, lineproto.FieldValue] = {
             **fit.params, **fit.physical, "rmse_rel": fit.rmse_rel, "spectrum_ns": t0,
             "n_points": len(rows), "circuit": fit.circuit}
-        lines.append(lineproto.point(schema.EIS_FIT, {**tags, "circuit": "2rcpe_wo"},
-                                     fields, t0))
+        if sw.sweep_seq is not None and sw.eis_seq is not None:
+            fields.update({"sweep_seq": sw.sweep_seq, "eis_seq": sw.eis_seq,
+                           "n_skipped": len(sw.rows) - len(rows)})
+        fit_tags = {**tags, "circuit": CIRCUIT_TAG}
+        if sw.boot:
+            fit_tags["boot"] = sw.boot
+        lines.append(lineproto.point(schema.EIS_FIT, fit_tags, fields, t0))
     ccd = summary = None
     # Samples with a null reading (failed sensor) carry no value to analyse.
     needed = ("cell_current_ma", "cell_voltage_v", "cell_temp_c", "stack_pressure_mpa")

@@ -35,6 +35,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import alerting as alerting_models
 from grafana_foundation_sdk.models import dashboard as dm
 
+from fieldrig_cloud.analytics import CIRCUIT
+
 DATASOURCE_UID = "fieldrig-influxdb"
 DATASOURCE_NAME = "fieldrig InfluxDB"
 DS = dm.DataSourceRef(type_val="influxdb", uid=DATASOURCE_UID)
@@ -278,7 +280,7 @@ def eis_dashboard() -> dash.Dashboard:
     bode = (xychart.Panel().title("Bode |Z| vs f").datasource(DS).height(12).span(12)
             .with_target(InfluxQL("bode")))
     return (d.with_panel(nyquist).with_panel(bode)
-            .with_panel(_ts("Fitted resistances (R0-p(R1,CPE1)-p(R2,CPE2)-Wo1)", "eis_fit",
+            .with_panel(_ts(f"Fitted resistances ({CIRCUIT})", "eis_fit",
                             unit="ohm", width=16))
             .with_panel(_table("Fit quality", "eis_fit_quality", width=8)))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fieldrig_cloud.analytics import run_filter
+from fieldrig_cloud.analytics import group_sweeps, run_filter
 from fieldrig_cloud.influx import InfluxHttp
 
 # (column, source measurement, source field, arrow type, unit)
@@ -48,6 +48,12 @@ EIS_COLUMNS: list[tuple[str, str, str]] = [
     ("z_imag_ohm", "float64", "Ω (Z″, negative when capacitive)"),
     ("z_mag_ohm", "float64", "Ω"),
     ("z_phase_deg", "float64", "°"),
+    ("rel_err", "float64", "1-sigma relative uncertainty of Z"),
+    ("quality", "string", "good / fair / poor / skipped (nothing measured)"),
+    ("boot", "string", "rig boot of a chunked sweep"),
+    ("sweep_seq", "int64", "sweep id within the boot (reliable seq of its chunk 0)"),
+    ("eis_seq", "int64", "the recipe's EIS counter"),
+    ("complete", "bool", "every chunk of the sweep stored"),
 ]
 
 Progress = Callable[[int], None]
@@ -99,13 +105,17 @@ async def load_table(influx: InfluxHttp, site: str, rig: str, run: str,
         if tick:
             tick(1)
     eis = []
-    for r in await influx.rows(f'SELECT * FROM "keep"."eis_spectrum" WHERE {w}'):
-        eis.append({"spectrum_time": _iso(int(r["spectrum_ns"])),
-                    "spectrum_ns": int(r["spectrum_ns"]), "idx": int(r["idx"]),
-                    "f_hz": r["freq_hz"], "z_real_ohm": r["z_real_ohm"],
-                    "z_imag_ohm": r["z_imag_ohm"], "z_mag_ohm": r["z_mag_ohm"],
-                    "z_phase_deg": r["z_phase_deg"]})
-    eis.sort(key=lambda e: (e["spectrum_ns"], e["idx"]))
+    for sw in group_sweeps(await influx.rows(f'SELECT * FROM "keep"."eis_spectrum" WHERE {w}')):
+        # One row per point in sweep order (chunk, then place in the chunk), skipped
+        # points included with their frequency: the table is the sweep as measured.
+        for idx, r in enumerate(sw.rows):
+            eis.append({"spectrum_time": _iso(sw.start_ns), "spectrum_ns": sw.start_ns,
+                        "idx": idx, "f_hz": r["freq_hz"], "z_real_ohm": r.get("z_real_ohm"),
+                        "z_imag_ohm": r.get("z_imag_ohm"), "z_mag_ohm": r.get("z_mag_ohm"),
+                        "z_phase_deg": r.get("z_phase_deg"), "rel_err": r.get("rel_err"),
+                        "quality": r.get("quality"), "boot": sw.boot or None,
+                        "sweep_seq": sw.sweep_seq, "eis_seq": sw.eis_seq,
+                        "complete": sw.complete})
     ordered = [rows[t] for t in sorted(rows)]
     for r in ordered:
         for col, _, _, kind, _ in RUN_COLUMNS:
@@ -129,7 +139,7 @@ def write_parquet(path: Path, rows: list[dict[str, Any]],
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     types = {"timestamp": pa.timestamp("ns", tz="UTC"), "int64": pa.int64(),
-             "float64": pa.float64(), "string": pa.string()}
+             "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
     fields, arrays = [], []
     for name, kind, unit in columns:
         if kind == "timestamp":
@@ -210,6 +220,7 @@ def plot_nyquist(table: RunTable, path: Path, title: str,
     for e in table.eis:
         spectra.setdefault(e["spectrum_ns"], []).append(e)
     for t0, pts in sorted(spectra.items()):
+        pts = [p for p in pts if p["z_real_ohm"] is not None and p["z_imag_ohm"] is not None]
         ax.plot([p["z_real_ohm"] for p in pts], [-p["z_imag_ohm"] for p in pts], "o", ms=3,
                 label=_iso(t0)[:19])
         if fits and t0 in fits:

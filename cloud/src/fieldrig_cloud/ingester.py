@@ -1,4 +1,4 @@
-"""Ingester: MQTT v5 (telemetry, events, EIS, status, gateway health) -> InfluxDB.
+"""Ingester: MQTT v5 (telemetry, impedance, events, EIS, status, gateway health) -> InfluxDB.
 
 Delivery guarantee, and how each piece gives it:
 
@@ -37,7 +37,7 @@ from typing import IO
 
 import paho.mqtt.client as mqtt
 
-from fieldrig_cloud import lineproto, retention, schema
+from fieldrig_cloud import lineproto, retention, schema, watermark
 from fieldrig_cloud.influx import InfluxError, InfluxHttp
 from fieldrig_cloud.mqtt_async import AsyncPahoClient, BrokerOptions, TlsOptions
 
@@ -47,6 +47,7 @@ SHARE_GROUP = "fieldrig-ingest"
 # Topic filters below fieldrig/v1/ that the ingester stores.
 INGEST_FILTERS = (
     "+/+/telemetry",
+    "+/+/impedance",
     "+/+/events",
     "+/+/eis",
     "+/+/status",
@@ -59,8 +60,12 @@ DEFAULT_BATCH_POINTS = 20_000
 TELEMETRY_FILTER = f"$share/{SHARE_GROUP}/fieldrig/v1/+/+/telemetry"
 
 
+# Not shared: every ingester follows every stored watermark (watermark.py).
+STORED_FILTER = f"{schema.TOPIC_ROOT}/+/+/stored/+"
+
+
 def subscriptions(group: str = SHARE_GROUP) -> list[str]:
-    return [f"$share/{group}/{schema.TOPIC_ROOT}/{f}" for f in INGEST_FILTERS]
+    return [f"$share/{group}/{schema.TOPIC_ROOT}/{f}" for f in INGEST_FILTERS] + [STORED_FILTER]
 
 
 @dataclass(slots=True)
@@ -119,6 +124,7 @@ class _Msg:
     newest_ns: int = 0
     dead: tuple[str, str] | None = None  # (code, reason)
     payload: bytes = b""
+    chain: schema.Chain | None = None  # the stream range it covers (stored watermarks)
 
 
 @dataclass(slots=True)
@@ -154,6 +160,7 @@ class Ingester:
         self._mqtt: AsyncPahoClient | None = None
         self._dead_file: IO[str] | None = None
         self._started_mono = time.monotonic()
+        self.watermarks = watermark.StoredWatermarks()
 
     # --- message -> points -----------------------------------------------------------
 
@@ -164,12 +171,29 @@ class Ingester:
                 f"payload of {len(raw)} bytes exceeds {self.config.max_payload_bytes}")
         return schema.points_for(topic, raw, received_ns or time.time_ns())
 
+    def handle_message(self, topic: str, raw: bytes, received_ns: int
+                       ) -> tuple[list[str], schema.Chain | None]:
+        """Lines and covered stream range of one message; raises schema.PayloadError."""
+        if len(raw) > self.config.max_payload_bytes:
+            raise schema.PayloadError(
+                f"payload of {len(raw)} bytes exceeds {self.config.max_payload_bytes}")
+        return schema.message_points(topic, raw, received_ns)
+
     def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         m = _Msg(topic=msg.topic, mid=msg.mid, qos=msg.qos, generation=generation,
                  received_ns=time.time_ns(), received_mono=time.monotonic())
         raw = bytes(msg.payload)
+        stored = watermark.parse_topic(m.topic)
+        if stored is not None:
+            # A stored watermark (ours or another ingester's): merged now, acked in
+            # arrival order with the rest (it writes nothing).
+            self.watermarks.seen(stored, raw)
+            self._publish_watermarks()
+            self._incoming.append(m)
+            self._wake.set()
+            return
         try:
-            m.lines = self.handle_payload(m.topic, raw, m.received_ns)
+            m.lines, m.chain = self.handle_message(m.topic, raw, m.received_ns)
         except schema.PayloadError as exc:
             m.dead = ("invalid", str(exc))
             m.payload = raw
@@ -365,6 +389,12 @@ class Ingester:
                 self.stats.lines += len(m.lines)
                 newest = max(newest, m.newest_ns)
             self.stats.batches += 1
+            # Stored (or, refused by InfluxDB for good, dead-lettered: republishing
+            # cannot change that): the gateways may free what these messages carried.
+            for m in batch.msgs:
+                if m.chain is not None:
+                    self.watermarks.stored(m.chain)
+            self._publish_watermarks()
             if batch.msgs:
                 self.stats.last_ack_latency_s = now_mono - batch.msgs[0].received_mono
             if newest:
@@ -372,6 +402,16 @@ class Ingester:
         finally:
             done.set()
             slots.release()
+
+    def _publish_watermarks(self) -> None:
+        """Retained, QoS 1; what cannot go out now (no connection) stays dirty."""
+        assert self._mqtt is not None
+        for key in sorted(self.watermarks.dirty):
+            if not self._mqtt.publish(watermark.topic(*key),
+                                      self.watermarks.payload(key, self.client_id),
+                                      qos=1, retain=True):
+                return
+            self.watermarks.dirty.discard(key)
 
     def health_line(self, last: tuple[float, int, int]) -> str:
         """A ``pipeline_health`` point: counters, rates since the last one, lag."""

@@ -194,6 +194,14 @@ class AsyncPahoClient:
         rc = self._client.ack(mid, qos)
         return rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def publish(self, topic: str, payload: str, qos: int = 1, retain: bool = False) -> bool:
+        """Queue a PUBLISH on the current connection; False when not connected (the
+        caller keeps what it wanted to say and tries again later)."""
+        if not self.state.connected:
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def _connect_once(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.session_expiry_s

@@ -49,6 +49,14 @@ SAMPLE_OPTIONAL_INT_FIELDS = ("step", "cycle")
 ACTUATOR_FIELDS = ("current_setpoint_ma", "temp_setpoint_c", "pressure_setpoint_mpa",
                    "heater_duty", "pulse_on_us", "pulse_off_us")
 IMPEDANCE_FIELDS = ("z_freq_hz", "z_mag_ohm", "z_phase_deg")
+# Impedance points from the rig's link (MSG_IMPEDANCE, topic .../impedance).
+IMPEDANCE_QUALITIES = frozenset({"good", "fair", "poor", "unknown"})
+IMPEDANCE_SOURCES = frozenset({"tracking", "sweep", "unknown"})
+EIS_QUALITIES = IMPEDANCE_QUALITIES | {"skipped"}
+MAX_IMPEDANCE_POINTS = 20_000
+# A sweep chunk's point k of chunk c is stored at the chunk's time + c * this + k ns
+# (docs/influxdb.md): distinct keys even for chunks received in one read.
+EIS_CHUNK_SPACING_NS = 1000
 
 MAX_SAMPLES_PER_MESSAGE = 20_000
 MAX_EIS_POINTS = 2_000
@@ -97,9 +105,28 @@ def _reject_constant(name: str) -> Any:
     raise PayloadError(f"{name} is not a number line protocol can store")
 
 
-def decode_json(raw: bytes) -> Any:
-    """JSON without NaN/Infinity (Python's json accepts them; InfluxDB cannot store them)."""
+class NumText(str):
+    """A JSON number with a fraction or exponent, kept as the sender wrote it.
+
+    Telemetry floats go straight from the JSON text into line protocol: a JSON number is
+    valid line-protocol float syntax, and converting it to a float and back (``repr``)
+    was most of the ingester's CPU time (docs/benchmarks_ingest.md). Its own type, so a
+    quoted string "0.5" is never mistaken for a number. A token beyond float64 (1e999)
+    is not checked here: InfluxDB refuses it ("invalid float", 400), and the ingester
+    dead-letters that message (``influx_rejected``); underflow reads as 0 on both sides."""
+
+    __slots__ = ()
+
+
+_TEXT_DECODER = json.JSONDecoder(parse_float=NumText, parse_constant=_reject_constant)
+
+
+def decode_json(raw: bytes, number_text: bool = False) -> Any:
+    """JSON without NaN/Infinity (Python's json accepts them; InfluxDB cannot store them).
+    With ``number_text``, floats come as ``NumText`` (their JSON text)."""
     try:
+        if number_text:
+            return _TEXT_DECODER.decode(raw.decode("utf-8"))
         return json.loads(raw, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise PayloadError(f"payload is not UTF-8: {exc}") from exc
@@ -161,6 +188,8 @@ def _int(s: dict[str, Any], name: str, where: str) -> int:
 
 def _float(s: dict[str, Any], name: str, where: str) -> float:
     v = s.get(name)
+    if type(v) is NumText:
+        v = float(v)
     if not isinstance(v, int | float) or isinstance(v, bool):
         raise PayloadError(f"{where}: {name} must be a number")
     f = float(v)
@@ -173,7 +202,8 @@ _CELL_INT = tuple((n, lineproto.escape_key(n)) for n in SAMPLE_INT_FIELDS)
 _CELL_FLOAT = tuple((n, lineproto.escape_key(n)) for n in SAMPLE_FLOAT_FIELDS)
 
 
-def telemetry_points(payload: Any, topic: Topic | None = None) -> list[str]:
+def telemetry_points(payload: Any, topic: Topic | None = None,
+                     number_text_ok: bool = False) -> list[str]:
     """Validate a telemetry payload (schema 1) and return its line-protocol points.
 
     Each sample becomes one ``cell_sample`` point; samples that carry set-points or a
@@ -192,6 +222,8 @@ def telemetry_points(payload: Any, topic: Topic | None = None) -> list[str]:
     imp_prefix: str | None = None
     ff = lineproto.format_float
     optional = _OPTIONAL_SAMPLE_KEYS
+    # Float texts used as they are (payload decoded with number_text); else via repr.
+    nt = NumText if number_text_ok else None
     lines: list[str] = []
     for i, s in enumerate(samples):
         # Fast path for the common, valid sample (this loop is the ingester's hot spot:
@@ -205,6 +237,12 @@ def telemetry_points(payload: Any, topic: Topic | None = None) -> list[str]:
             t = None
         if (type(t) is int and 0 < t <= INT64_MAX and type(seq) is int
                 and type(state) is int and optional.isdisjoint(s)):
+            if (type(v) is nt and type(cur) is nt and type(temp) is nt
+                    and type(p) is nt):
+                lines.append(f"{cell_prefix} seq={seq}i,rig_state={state}i,"
+                             f"cell_voltage_v={v},cell_current_ma={cur},"
+                             f"cell_temp_c={temp},stack_pressure_mpa={p} {t}")
+                continue
             if (type(v) is float and type(cur) is float and type(temp) is float
                     and type(p) is float and v - v == 0.0 and cur - cur == 0.0
                     and temp - temp == 0.0 and p - p == 0.0):
@@ -252,6 +290,68 @@ def _sample_fields(s: Any, i: int) -> tuple[int, str, str, str]:
     return t, ",".join(parts), act, imp
 
 
+def _opt_float(s: dict[str, Any], name: str, where: str) -> float | None:
+    return None if s.get(name) is None else _float(s, name, where)
+
+
+def _z_fields(re_: float | None, im: float | None) -> dict[str, FieldValue]:
+    """|Z| and phase where both parts are known (a failed estimate travels as null)."""
+    if re_ is None or im is None:
+        return {}
+    return {"z_mag_ohm": math.hypot(re_, im), "z_phase_deg": math.degrees(math.atan2(im, re_))}
+
+
+def impedance_points(payload: Any, topic: Topic | None = None) -> list[str]:
+    """Impedance points of one rig boot (MSG_IMPEDANCE, docs/mqtt.md "Impedance").
+
+    One ``impedance`` point each, tagged with its ``source`` (tracking / sweep), keyed
+    by the time the edge gave it, and carrying its telemetry ``seq``: impedance points
+    share the samples' sequence space, so accounting counts both measurements."""
+    tags = _envelope(payload, topic, TAGS)
+    points = payload.get("points")
+    if not isinstance(points, list) or not points:
+        raise PayloadError("'points' must be a non-empty list")
+    if len(points) > MAX_IMPEDANCE_POINTS:
+        raise PayloadError(f"{len(points)} impedance points exceed {MAX_IMPEDANCE_POINTS}")
+    prefixes: dict[str, str] = {}
+    lines = []
+    for i, z in enumerate(points):
+        where = f"impedance point {i}"
+        if not isinstance(z, dict):
+            raise PayloadError(f"{where} is not an object")
+        t = _check_time(z.get("time_ns"), where)
+        seq = _int(z, "seq", where)
+        quality, source = z.get("quality", "unknown"), z.get("source", "unknown")
+        if not isinstance(quality, str) or quality not in IMPEDANCE_QUALITIES:
+            raise PayloadError(f"{where}: quality {quality!r} is not one of "
+                               f"{sorted(IMPEDANCE_QUALITIES)}")
+        if not isinstance(source, str) or source not in IMPEDANCE_SOURCES:
+            raise PayloadError(f"{where}: source {source!r} is not one of "
+                               f"{sorted(IMPEDANCE_SOURCES)}")
+        f = _opt_float(z, "f_hz", where)
+        if f is not None and f <= 0:
+            raise PayloadError(f"{where}: f_hz must be positive")
+        re_, im = _opt_float(z, "z_re_ohm", where), _opt_float(z, "z_im_ohm", where)
+        rel = _opt_float(z, "rel_err", where)
+        fields: dict[str, FieldValue] = {"seq": seq}
+        if f is not None:
+            fields["z_freq_hz"] = f
+        if re_ is not None:
+            fields["z_re_ohm"] = re_
+        if im is not None:
+            fields["z_im_ohm"] = im
+        fields.update(_z_fields(re_, im))
+        if rel is not None:
+            fields["rel_err"] = rel
+        fields["quality"] = quality
+        prefix = prefixes.get(source)
+        if prefix is None:
+            prefix = prefixes[source] = lineproto.tag_prefix(IMPEDANCE,
+                                                             dict(tags, source=source))
+        lines.append(lineproto.line(prefix, fields, t))
+    return lines
+
+
 def event_severity(name: str, given: Any) -> str:
     if isinstance(given, str) and given in ("info", "warning", "alarm"):
         return given
@@ -283,7 +383,8 @@ def event_points(payload: Any, topic: Topic) -> list[str]:
         raise PayloadError("'events' must be a non-empty list")
     if len(raw_events) > MAX_EVENTS_PER_MESSAGE:
         raise PayloadError(f"{len(raw_events)} events exceed {MAX_EVENTS_PER_MESSAGE}")
-    envelope_keys = {"schema", "site", "rig", "cell", "run", "boot", "gateway", "events"}
+    envelope_keys = {"schema", "site", "rig", "cell", "run", "boot", "gateway", "events",
+                     "prev_seq"}
     lines = []
     for i, ev in enumerate(raw_events):
         where = f"event {i}"
@@ -308,14 +409,68 @@ def event_points(payload: Any, topic: Topic) -> list[str]:
     return lines
 
 
+def eis_chunk_points(payload: Any, topic: Topic) -> list[str]:
+    """One chunk of a rig's EIS sweep (MSG_EIS, docs/mqtt.md "EIS sweeps").
+
+    The sweep is named by ``(boot, sweep_seq)`` (the reliable seq of its chunk 0); its
+    points keep the chunk and their place in it. Point k of chunk c is stored at
+    ``time_ns + c * EIS_CHUNK_SPACING_NS + k``: ``time_ns`` is fixed when the gateway
+    spools the chunk, so a redelivery rewrites the same keys. A skipped point (nothing
+    measured) is stored with its frequency and ``quality="skipped"``.
+    """
+    tags = _envelope(payload, topic, ("site", "rig"))
+    t0 = _check_time(payload.get("time_ns"), "EIS chunk")
+    _int(payload, "seq", "EIS chunk")  # the chunk's own reliable seq (edge accounting)
+    ids = {n: _int(payload, n, "EIS chunk") for n in ("sweep_seq", "eis_seq", "chunk", "chunks")}
+    if not (0 <= ids["chunk"] < ids["chunks"]) or ids["sweep_seq"] < 0:
+        raise PayloadError(f"EIS chunk: chunk {ids['chunk']} of {ids['chunks']}, "
+                           f"sweep_seq {ids['sweep_seq']}")
+    pts = payload.get("points")
+    if not isinstance(pts, list) or not pts:
+        raise PayloadError("EIS chunk: 'points' must be a non-empty list")
+    if len(pts) >= EIS_CHUNK_SPACING_NS:
+        raise PayloadError(f"EIS chunk: {len(pts)} points exceed {EIS_CHUNK_SPACING_NS - 1}")
+    base = t0 + ids["chunk"] * EIS_CHUNK_SPACING_NS
+    if base + len(pts) > INT64_MAX:
+        raise PayloadError("EIS chunk: bad time_ns")
+    prefix = lineproto.tag_prefix(EIS_SPECTRUM, tags)
+    lines = []
+    for k, pt in enumerate(pts):
+        where = f"EIS point {k}"
+        if not isinstance(pt, dict):
+            raise PayloadError(f"{where} is not an object")
+        f = _float(pt, "f_hz", where)
+        if f <= 0:
+            raise PayloadError(f"{where}: f_hz must be positive")
+        quality = pt.get("quality")
+        if not isinstance(quality, str) or quality not in EIS_QUALITIES:
+            raise PayloadError(f"{where}: quality {quality!r} is not one of "
+                               f"{sorted(EIS_QUALITIES)}")
+        re_, im = _opt_float(pt, "z_re_ohm", where), _opt_float(pt, "z_im_ohm", where)
+        rel = _opt_float(pt, "rel_err", where)
+        if quality == "skipped" and (re_ is not None or im is not None):
+            raise PayloadError(f"{where}: a skipped point carries an impedance")
+        fields: dict[str, FieldValue] = {**ids, "point": k, "freq_hz": f}
+        if re_ is not None and im is not None:
+            fields.update({"z_real_ohm": re_, "z_imag_ohm": im, **_z_fields(re_, im)})
+        if rel is not None:
+            fields["rel_err"] = rel
+        fields["quality"] = quality
+        lines.append(lineproto.line(prefix, fields, base + k))
+    return lines
+
+
 def eis_points(payload: Any, topic: Topic) -> list[str]:
-    """One EIS spectrum: parallel arrays ``freq_hz``, ``z_real_ohm``, ``z_imag_ohm``.
+    """One EIS spectrum: parallel arrays ``freq_hz``, ``z_real_ohm``, ``z_imag_ohm``;
+    or, with ``points``, one chunk of a rig's sweep (``eis_chunk_points``).
 
     Point *k* of a spectrum taken at ``time_ns`` is stored at ``time_ns + k`` ns, so the
     points of one spectrum have distinct keys without a per-spectrum tag (a tag per
     spectrum would grow series cardinality without bound); ``spectrum_ns`` (field)
     names the spectrum. ``z_imag_ohm`` is Z″ with its sign (negative when capacitive).
     """
+    if isinstance(payload, dict) and "points" in payload:
+        return eis_chunk_points(payload, topic)
     tags = _envelope(payload, topic, ("site", "rig"))
     t0 = _check_time(payload.get("time_ns"), "spectrum")
     arrays = []
@@ -434,12 +589,60 @@ def gateway_points(payload: Any, topic: Topic, received_ns: int) -> list[str]:
     return lines
 
 
-def points_for(topic_str: str, raw: bytes, received_ns: int) -> list[str]:
-    """Route one MQTT message to its points; PayloadError when it must be dead-lettered."""
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """What a gateway message states about its rig stream (docs/mqtt.md, "Stored
+    watermarks"): every row of ``(prev, last]`` of ``(rig, boot, stream)`` that the
+    gateway holds is in this message."""
+
+    site: str
+    rig: str
+    boot: str
+    stream: int  # 0x10 telemetry (samples, impedance points), 0x20 reliable (events, EIS)
+    prev: int
+    last: int
+
+
+STREAM_OF_LEAF = {"telemetry": 0x10, "impedance": 0x10, "events": 0x20, "eis": 0x20}
+
+
+def chain_of(topic: Topic, payload: Any) -> Chain | None:
+    """The stream range a validated gateway message covers, if it names one."""
+    if topic.rig is None or topic.leaf not in STREAM_OF_LEAF or "prev_seq" not in payload:
+        return None
+    prev, boot = payload["prev_seq"], payload.get("boot")
+    if topic.leaf in ("telemetry", "impedance"):
+        items = payload["samples" if topic.leaf == "telemetry" else "points"]
+        first, last = (items[0]["seq"], items[-1]["seq"]) if items else (None, None)
+    else:
+        first = last = payload.get("seq")
+    if not (type(prev) is int and type(first) is int and type(last) is int
+            and -1 <= prev < first <= last and boot is not None):
+        raise PayloadError(f"prev_seq {prev!r} does not precede the message's seq {first!r}")
+    return Chain(topic.site, topic.rig, str(boot), STREAM_OF_LEAF[topic.leaf], prev, last)
+
+
+def message_points(topic_str: str, raw: bytes, received_ns: int) -> tuple[list[str],
+                                                                          Chain | None]:
+    """Route one MQTT message to its points (and the stream range it covers);
+    PayloadError when it must be dead-lettered."""
     try:
-        return _points_for(parse_topic(topic_str), decode_json(raw), received_ns)
+        topic = parse_topic(topic_str)
+        if topic.leaf == "telemetry" and topic.rig is not None:
+            # The hot path: float texts straight through (NumText), checked once here.
+            payload = decode_json(raw, number_text=True)
+            lines = telemetry_points(payload, topic, number_text_ok=True)
+        else:
+            payload = decode_json(raw)
+            lines = _points_for(topic, payload, received_ns)
+        return lines, chain_of(topic, payload)
     except lineproto.LineProtocolError as exc:
         raise PayloadError(str(exc)) from exc
+
+
+def points_for(topic_str: str, raw: bytes, received_ns: int) -> list[str]:
+    """Route one MQTT message to its points; PayloadError when it must be dead-lettered."""
+    return message_points(topic_str, raw, received_ns)[0]
 
 
 def _points_for(topic: Topic, payload: Any, received_ns: int) -> list[str]:
@@ -447,7 +650,9 @@ def _points_for(topic: Topic, payload: Any, received_ns: int) -> list[str]:
         if topic.leaf in ("status", "health"):
             return gateway_points(payload, topic, received_ns)
     elif topic.leaf == "telemetry":
-        return telemetry_points(payload, topic)
+        return telemetry_points(payload, topic)  # (number texts: see message_points)
+    elif topic.leaf == "impedance":
+        return impedance_points(payload, topic)
     elif topic.leaf == "events":
         return event_points(payload, topic)
     elif topic.leaf == "eis":

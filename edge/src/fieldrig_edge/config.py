@@ -86,6 +86,11 @@ class GatewayConfig:
     batch_max: int = 500
     batch_wait_s: float = 0.2
     health_interval_s: float = 10.0
+    # Delete rig data from the spool only once the ingesters say it is in InfluxDB (their
+    # retained stored watermark, docs/mqtt.md); republish what is not covered after
+    # stored_timeout_s. Off: rows leave on the broker's PUBACK (no ingester in the loop).
+    confirm_stored: bool = True
+    stored_timeout_s: float = 30.0
     # Group commit of the spool; rigs are acked right after each commit.
     commit_interval_s: float = 0.02
     sync_interval_s: float = 5.0
@@ -316,6 +321,8 @@ def from_dict(raw: dict[str, Any], base: Path, env: dict[str, str] | None = None
         opts["batch_max"] = pt.integer("batch_max", 500, 1, 5000)
         opts["batch_wait_s"] = pt.number("batch_wait_ms", 200, 0, 10_000) / 1000
         opts["health_interval_s"] = pt.number("health_interval_s", 10, 0.1, 3600)
+        opts["confirm_stored"] = pt.take("confirm_stored", bool, True)
+        opts["stored_timeout_s"] = pt.number("stored_timeout_s", 30, 0.5, 86_400)
         pt.done()
     lt = top.sub("link")
     if lt is not None:

@@ -40,8 +40,10 @@ from fieldrig_edge.mqtt import Client, PublishRefused, tls_context, user_propert
 from fieldrig_edge.session import ReplyTo, RigSession
 from fieldrig_edge.spool import (
     KIND_GATEWAY,
+    KIND_IMPEDANCE,
     KIND_RESPONSE,
     KIND_TELEMETRY,
+    STORED_KINDS,
     AsyncSpool,
     CommitBatch,
     Row,
@@ -55,6 +57,10 @@ PROP_KEY = "fr-spool"   # user property: which spool rows a message carries (wit
 PROP_GW = "fr-gw"       # user property: which gateway client published it
 WITNESS_CONFIRM_S = 10.0
 PUBLISH_TIMEOUT_S = 30.0
+NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK "success" for a message the broker discarded
+NO_SUBSCRIBER_RETRY_S = 0.5
+REPUBLISH_BACKOFF_MAX_NS = 600 * 10**9
+_CONFIRMED_KINDS = frozenset(k for kinds in STORED_KINDS.values() for k in kinds)
 
 
 @dataclass(slots=True)
@@ -66,6 +72,9 @@ class GatewayStats:
     published_messages: int = 0
     published_samples: int = 0
     refused_messages: int = 0      # broker PUBACK >= 0x80 (dead-lettered if permanent)
+    no_subscribers: int = 0        # PUBACK 0x10: discarded by the broker, published again
+    republished_messages: int = 0  # published, not confirmed stored in time: sent again
+    stored_confirmed: int = 0      # rows deleted on the ingesters' stored watermark
     dead_letters: int = 0
     witness_confirmed: int = 0     # rows deleted on the witness's word
     reconciled: int = 0            # of those, found at a reconnect (saved a duplicate)
@@ -85,6 +94,12 @@ class OutMessage:
     key: str
     samples: int = 0
     correlation: bytes | None = None
+    # Rig data the ingesters confirm: kept (marked published) until the stored
+    # watermark covers it; everything else leaves the spool on the PUBACK.
+    confirm: bool = False
+    republish: bool = False
+    kind: str = ""
+    created_ns: int = 0
 
 
 class Gateway:
@@ -106,7 +121,9 @@ class Gateway:
         self.commands_ready = asyncio.Event()
         self._swap_times: dict[str, int] = {}
         self.witness_topics = [topics.rig_topic(cfg.site, r.rig, leaf)
-                               for r in cfg.rigs for leaf in ("telemetry", "events", "eis")]
+                               for r in cfg.rigs
+                               for leaf in ("telemetry", "impedance", "events", "eis")]
+        self.stored_topics = [topics.rig_topic(cfg.site, r.rig, "stored/+") for r in cfg.rigs]
         self.marker_topic = topics.gateway_topic(cfg.site, cfg.gateway_id, "witness")
 
     # ------------------------------------------------------------- compatibility
@@ -330,8 +347,10 @@ class Gateway:
         # Clean start: commands sent while the gateway was away are not executed late.
         main = Client(identifier=cfg.client_id, clean_start=True, will=will, **args)
         async with witness:
+            stored = self.stored_topics if cfg.confirm_stored else []
             await witness.subscribe([(t, SubscribeOptions(qos=1))
-                                     for t in [*self.witness_topics, self.marker_topic]])
+                                     for t in [*self.witness_topics, self.marker_topic,
+                                               *stored]])
             witness_task = asyncio.create_task(self._witness_reader(witness))
             try:
                 async with main:
@@ -411,16 +430,20 @@ class Gateway:
     async def _witness_reader(self, witness: Client) -> None:
         keys: list[str] = []
         acks: list[tuple[int, int]] = []
+        keep = self.cfg.confirm_stored
         async for msg in witness.messages:
             marker = str(msg.topic) == self.marker_topic
-            if not marker:
+            stored = topics.parse_stored_topic(self.cfg.site, str(msg.topic))
+            if stored is not None:
+                await self._on_stored(stored, msg.payload)
+            elif not marker:
                 key = user_property(msg.properties, PROP_KEY)
                 if key and user_property(msg.properties, PROP_GW) == self.cfg.client_id:
                     keys.append(key)
             acks.append((msg.mid, msg.qos))
             if marker or len(witness.messages) == 0 or len(keys) >= 256:
                 if keys:
-                    n = await self.spool.call(self.spool.spool.delete_confirmed, keys)
+                    n = await self.spool.call(self.spool.spool.delete_confirmed, keys, keep)
                     self.stats.witness_confirmed += n
                     keys.clear()
                 # Ack only after the deletion is committed: a crash in between makes the
@@ -434,6 +457,21 @@ class Gateway:
                 if payload.decode(errors="replace") == self._marker[0]:
                     self._marker[1].set()
 
+    async def _on_stored(self, where: tuple[str, int], payload: Any) -> None:
+        """An ingester's stored watermark for (rig, boot): delete what it covers."""
+        rig, boot = where
+        try:
+            body = json.loads(payload if isinstance(payload, bytes | str) else b"")
+            through = {stream: body[name] for stream, name in ((0x10, "telemetry"),
+                                                               (0x20, "reliable"))
+                       if type(body.get(name)) is int}
+        except (ValueError, AttributeError):
+            log.warning("unreadable stored watermark", extra={"rig": rig, "boot": boot})
+            return
+        if through:
+            n = await self.spool.call(self.spool.spool.delete_stored, rig, boot, through)
+            self.stats.stored_confirmed += n
+
     async def _publish_loop(self, client: Client) -> None:
         deadline: float | None = None
         loop = asyncio.get_running_loop()
@@ -446,7 +484,9 @@ class Gateway:
                     "spool_rows_left": self.spool.stats.rows})
                 return
             self._wake_publisher.clear()
-            rows = await self.spool.call(self.spool.spool.fetch, self.cfg.batch_max * 4)
+            cutoff = (time.time_ns() - int(self.cfg.stored_timeout_s * 1e9)
+                      if self.cfg.confirm_stored else None)
+            rows = await self.spool.call(self.spool.spool.fetch, self.cfg.batch_max * 4, cutoff)
             if not rows:
                 if stopping:
                     return
@@ -462,10 +502,18 @@ class Gateway:
                         await asyncio.wait_for(self._stopping.wait(),
                                                self.cfg.batch_wait_s - age)
                     continue
-            await self._publish_rows(client, rows)
+            if not await self._publish_rows(client, rows):
+                # The broker discarded a message (no subscriber yet): try again shortly.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), NO_SUBSCRIBER_RETRY_S)
 
-    async def _publish_rows(self, client: Client, rows: list[Row]) -> None:
+    async def _publish_rows(self, client: Client, rows: list[Row]) -> bool:
+        """Publish in order; False if the broker discarded one (PUBACK 0x10: nobody
+        subscribed, e.g. the ingesters' shared subscription right after a Mosquitto
+        restart), which is then not delivered: it and what follows stay to be sent."""
         acked: list[int] = []
+        published: list[int] = []
+        republished: list[tuple[int, int]] = []
         try:
             for m in self.build_messages(rows):
                 props = Properties(PacketTypes.PUBLISH)
@@ -474,7 +522,8 @@ class Gateway:
                 if m.correlation is not None:
                     props.CorrelationData = m.correlation
                 try:
-                    await client.publish_acked(m.topic, m.payload, qos=1, properties=props)
+                    rc = await client.publish_acked(m.topic, m.payload, qos=1,
+                                                    properties=props)
                 except PublishRefused as exc:
                     self.stats.refused_messages += 1
                     if not exc.permanent:
@@ -484,12 +533,36 @@ class Gateway:
                 except ValueError as exc:  # paho: a topic or payload it cannot send
                     await self._dead_letter(m, f"invalid message: {exc}")
                     continue
-                acked.extend(m.ids)
+                # A response nobody waits for any more is not retried (its requester
+                # gave up); everything else the ingesters store is.
+                if rc == NO_MATCHING_SUBSCRIBERS and m.kind != KIND_RESPONSE:
+                    self.stats.no_subscribers += 1
+                    log.info("broker had no subscriber for a message: publishing it again",
+                             extra={"topic": m.topic})
+                    return False
+                if m.confirm and m.republish:
+                    republished.extend((i, m.created_ns) for i in m.ids)
+                elif m.confirm:
+                    published.extend(m.ids)
+                else:
+                    acked.extend(m.ids)
                 self.stats.published_messages += 1
                 self.stats.published_samples += m.samples
+                self.stats.republished_messages += m.republish
         finally:
             if acked:
                 await self.spool.call(self.spool.spool.delete_ids, acked)
+            if published:
+                await self.spool.call(self.spool.spool.mark_published, published)
+            if republished:
+                # Back off: next try after as long again as the row has waited so far
+                # (at most 10 min), so a long InfluxDB outage does not make the gateway
+                # flood the broker with copies of its whole backlog every timeout.
+                now = time.time_ns()
+                await self.spool.call(self.spool.spool.mark_republished, [
+                    (rid, now + min(now - created, REPUBLISH_BACKOFF_MAX_NS))
+                    for rid, created in republished])
+        return True
 
     async def _dead_letter(self, m: OutMessage, reason: str) -> None:
         self.stats.dead_letters += 1
@@ -501,18 +574,22 @@ class Gateway:
         """Rows (in spool order) -> messages, in the order of their first row.
 
         Telemetry rows of one (rig, boot, cell, run) share a message of up to
-        ``batch_max`` samples; every other row is a message of its own.
+        ``batch_max`` samples, impedance points likewise (topic ``impedance``); every
+        other row is a message of its own.
         """
         out: list[tuple[int, OutMessage]] = []
         open_groups: dict[tuple[Any, ...], list[Row]] = {}
         groups: list[list[Row]] = []
         for r in rows:
-            if r.kind != KIND_TELEMETRY:
+            if r.kind not in _BATCHED:
                 groups.append([r])
                 continue
-            k = (r.rig, r.boot, r.cell, r.run)
+            k = (r.kind, r.rig, r.boot, r.cell, r.run)
             g = open_groups.get(k)
-            if g is None or len(g) >= self.cfg.batch_max:
+            # A message is a run of consecutive rows of its (rig, boot, stream): a row of
+            # the other kind in between (an impedance point among samples) starts a new
+            # one, so that each message covers (prev_seq, last seq] completely.
+            if g is None or len(g) >= self.cfg.batch_max or r.prev != g[-1].seq:
                 g = []
                 open_groups[k] = g
                 groups.append(g)
@@ -520,20 +597,29 @@ class Gateway:
         for g in groups:
             r = g[0]
             key = delivery_key(g)
-            if r.kind == KIND_TELEMETRY:
+            if r.kind in _BATCHED:
+                leaf, array = _BATCHED[r.kind]
                 head = _dumps({"schema": topics.SCHEMA_VERSION, "site": self.cfg.site,
                                "rig": r.rig, "cell": r.cell, "run": r.run,
-                               "gateway": self.cfg.gateway_id, "boot": r.boot})
-                payload = head[:-1] + ',"samples":[' + ",".join(x.body for x in g) + "]}"
-                m = OutMessage(self.rig_topic(r.rig, "telemetry"), payload,
-                               [x.id for x in g], key, samples=len(g))
+                               "gateway": self.cfg.gateway_id, "boot": r.boot,
+                               "prev_seq": r.prev})
+                payload = head[:-1] + f',"{array}":[' + ",".join(x.body for x in g) + "]}"
+                m = OutMessage(self.rig_topic(r.rig, leaf), payload, [x.id for x in g], key,
+                               samples=len(g) if r.kind == KIND_TELEMETRY else 0)
             else:
                 corr = None
                 if r.props:
                     c = json.loads(r.props).get("corr")
                     corr = bytes.fromhex(c) if c is not None else None
-                m = OutMessage(r.topic or self.rig_topic(r.rig, "events"), r.body, [r.id],
+                body = r.body
+                if r.kind in _CONFIRMED_KINDS and r.prev is not None and body.startswith("{"):
+                    body = '{"prev_seq":' + str(r.prev) + "," + body[1:]
+                m = OutMessage(r.topic or self.rig_topic(r.rig, "events"), body, [r.id],
                                key, correlation=corr)
+            m.kind = r.kind
+            m.created_ns = r.created_ns
+            m.confirm = self.cfg.confirm_stored and r.kind in _CONFIRMED_KINDS
+            m.republish = any(x.published_ns is not None for x in g)
             out.append((r.id, m))
         return [m for _, m in out]
 
@@ -569,6 +655,9 @@ class Gateway:
                        "published_messages": st.published_messages,
                        "published_samples": st.published_samples,
                        "refused_messages": st.refused_messages,
+                       "no_subscribers": st.no_subscribers,
+                       "republished_messages": st.republished_messages,
+                       "stored_confirmed": st.stored_confirmed,
                        "witness_confirmed": st.witness_confirmed,
                        "reconciled": st.reconciled,
                        "witness_unconfirmed_reconnects": st.witness_unconfirmed_reconnects},
@@ -640,6 +729,10 @@ class Gateway:
                     "gateway": self.cfg.gateway_id, "cmd": reply_to.cmd or None, "ok": False,
                     "source": "gateway", "error": exc.code, "detail": exc.detail}
             self.add_row(self.response_row(reply_to, rig, body))
+
+
+# Row kinds published in batches: topic leaf and the payload's array (docs/mqtt.md).
+_BATCHED = {KIND_TELEMETRY: ("telemetry", "samples"), KIND_IMPEDANCE: ("impedance", "points")}
 
 
 def _dumps(obj: Any) -> str:

@@ -7,6 +7,7 @@ against the same golden vectors (docs/contracts/link_v1_vectors.json).
 from __future__ import annotations
 
 import json
+import math
 import struct
 from binascii import crc32
 from collections.abc import Iterator
@@ -20,8 +21,10 @@ MSG_HELLO = 0x01
 MSG_SYNC = 0x02
 MSG_SYNC_REPLY = 0x03
 MSG_SAMPLE = 0x10
+MSG_IMPEDANCE = 0x11   # one impedance point (telemetry stream)
 MSG_EVENT = 0x20
 MSG_REPLY = 0x21
+MSG_EIS = 0x22         # one chunk of an EIS sweep (reliable stream), JSON
 MSG_ACK = 0x30
 MSG_COMMAND = 0x40
 
@@ -37,6 +40,8 @@ MAX_PACKET = HEADER.size + MAX_BODY + CRC.size
 MAX_ENCODED = MAX_PACKET + MAX_PACKET // 254 + 2
 
 SAMPLE = struct.Struct("<IIffffB")
+# uptime_s, uptime_us (end of the ADC block), f_hz, z_re_ohm, z_im_ohm, rel_err, flags
+IMPEDANCE = struct.Struct("<IIffffB")
 ACK = struct.Struct("<BI")
 SYNC_REPLY = struct.Struct("<II")
 
@@ -73,6 +78,65 @@ class Sample:
     def uptime(self) -> float:
         """Rig uptime in seconds."""
         return self.uptime_s + self.uptime_us * 1e-6
+
+
+# MSG_IMPEDANCE flags: quality in bits 0-1, source in bits 4-7 (firmware/fieldrig/measure.py).
+IMPEDANCE_QUALITY = {0: "good", 1: "fair", 2: "poor"}
+IMPEDANCE_SOURCE = {0: "tracking", 1: "sweep"}
+# MSG_EIS point quality codes: the MSG_IMPEDANCE ones, plus 3 for a point not measured.
+EIS_QUALITY = {**IMPEDANCE_QUALITY, 3: "skipped"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImpedancePoint:
+    """One MSG_IMPEDANCE: Z at one frequency, from operando tracking or an EIS sweep."""
+
+    seq: int
+    uptime_s: int
+    uptime_us: int
+    f_hz: float
+    z_re_ohm: float
+    z_im_ohm: float
+    rel_err: float
+    flags: int
+
+    @property
+    def quality(self) -> str:
+        # bits 2-3 are reserved: an unknown code is shown, never guessed
+        return IMPEDANCE_QUALITY.get(self.flags & 0x03, "unknown")
+
+    @property
+    def source(self) -> str:
+        return IMPEDANCE_SOURCE.get(self.flags >> 4, "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class EisPoint:
+    """One point of an MSG_EIS chunk; z_* and rel_err are None for a skipped point."""
+
+    f_hz: float
+    z_re_ohm: float | None
+    z_im_ohm: float | None
+    rel_err: float | None
+    quality: str
+
+
+@dataclass(frozen=True, slots=True)
+class EisChunk:
+    """One MSG_EIS: chunk ``chunk`` of ``chunks`` of the sweep ``eis_seq``."""
+
+    seq: int
+    eis_seq: int
+    chunk: int
+    chunks: int
+    points: tuple[EisPoint, ...]
+
+    @property
+    def sweep_seq(self) -> int:
+        """The reliable seq of the sweep's chunk 0: the firmware queues a sweep's chunks
+        back to back, so this names the sweep uniquely per boot (``eis_seq`` is the
+        recipe's counter and starts again with every recipe)."""
+        return self.seq - self.chunk
 
 
 def encode_frame(msg_type: int, seq: int, body: bytes = b"") -> bytes:
@@ -170,6 +234,67 @@ def parse_sample(p: Packet) -> Sample:
     if p.msg_type != MSG_SAMPLE or len(p.body) != SAMPLE.size:
         raise LinkError(f"not a sample: type 0x{p.msg_type:02x}, {len(p.body)} bytes")
     return Sample(p.seq, *SAMPLE.unpack(p.body))
+
+
+def parse_impedance(p: Packet) -> ImpedancePoint:
+    if p.msg_type != MSG_IMPEDANCE or len(p.body) != IMPEDANCE.size:
+        raise LinkError(f"not an impedance point: type 0x{p.msg_type:02x}, {len(p.body)} bytes")
+    return ImpedancePoint(p.seq, *IMPEDANCE.unpack(p.body))
+
+
+def encode_impedance(z: ImpedancePoint) -> bytes:
+    body = IMPEDANCE.pack(z.uptime_s, z.uptime_us, z.f_hz, z.z_re_ohm, z.z_im_ohm, z.rel_err,
+                          z.flags)
+    return encode_frame(MSG_IMPEDANCE, z.seq, body)
+
+
+def _u32(v: object) -> bool:
+    return type(v) is int and 0 <= v <= 0xFFFFFFFF
+
+
+def _number(v: object) -> bool:
+    return type(v) in (int, float)
+
+
+def _finite(v: object) -> float | None:
+    # NaN/inf (a failed estimate) travel as null, as in every edge payload
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def parse_eis_chunk(p: Packet) -> EisChunk:
+    """An MSG_EIS body: ``{"eis_seq", "chunk", "chunks", "points": [[f_hz, z_re_ohm,
+    z_im_ohm, rel_err, quality], ...]}``; a skipped point has nulls for the three
+    measured values. Anything else is a LinkError naming the fault."""
+    if p.msg_type != MSG_EIS:
+        raise LinkError(f"not an EIS chunk: type 0x{p.msg_type:02x}")
+    obj = parse_json_body(p)
+    eis_seq, chunk, chunks, raw = (obj.get("eis_seq"), obj.get("chunk"), obj.get("chunks"),
+                                   obj.get("points"))
+    if not (_u32(eis_seq) and _u32(chunk) and _u32(chunks)):
+        raise LinkError("EIS chunk: eis_seq, chunk and chunks must be u32")
+    assert isinstance(eis_seq, int) and isinstance(chunk, int) and isinstance(chunks, int)
+    if not chunk < chunks:
+        raise LinkError(f"EIS chunk: chunk {chunk} of {chunks}")
+    if chunk > p.seq:
+        raise LinkError(f"EIS chunk: chunk {chunk} cannot have reliable seq {p.seq}")
+    if not isinstance(raw, list) or not raw:
+        raise LinkError("EIS chunk: 'points' must be a non-empty list")
+    points = []
+    for k, pt in enumerate(raw):
+        if not (isinstance(pt, list) and len(pt) == 5):
+            raise LinkError(f"EIS chunk: point {k} is not [f_hz, z_re, z_im, rel_err, quality]")
+        f, zr, zi, rel, q = pt
+        if not (_number(f) and 0 < f < math.inf) or q not in EIS_QUALITY:
+            raise LinkError(f"EIS chunk: point {k} has a bad frequency or quality code")
+        values = (zr, zi, rel)
+        if EIS_QUALITY[q] == "skipped":
+            if any(v is not None for v in values):
+                raise LinkError(f"EIS chunk: skipped point {k} carries values")
+        elif not all(_number(v) for v in values):
+            raise LinkError(f"EIS chunk: measured point {k} needs numbers")
+        points.append(EisPoint(float(f), _finite(zr), _finite(zi), _finite(rel),
+                               EIS_QUALITY[q]))
+    return EisChunk(p.seq, eis_seq, chunk, chunks, tuple(points))
 
 
 class FrameDecoder:

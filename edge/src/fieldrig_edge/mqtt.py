@@ -3,7 +3,9 @@
 1. The PUBACK reason code. ``aiomqtt.Client.publish`` returns once *a* PUBACK arrived,
    whatever it says; an MQTT v5 broker refuses a message with a PUBACK of reason
    >= 0x80 (e.g. 0x87 not authorized by an ACL). Deleting the spooled copy then would
-   lose data silently, so ``publish_acked`` raises ``PublishRefused`` instead.
+   lose data silently, so ``publish_acked`` raises ``PublishRefused`` instead; and it
+   returns a success's reason, since 0x10 "no matching subscribers" means the broker
+   discarded the message.
 2. Manual acknowledgement of received messages (paho's ``manual_ack``) for the
    delivery witness: the witness deletes spool rows and only then acks, so a crash in
    between makes the broker redeliver (docs/edge.md, "Exactly once").
@@ -43,6 +45,7 @@ class Client(aiomqtt.Client):
     def __init__(self, *args: Any, manual_ack: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._refused: dict[int, ReasonCode] = {}
+        self._reasons: dict[int, int] = {}  # non-zero success reasons (0x10)
         self.session_present = False
         if manual_ack:
             self._client.manual_ack_set(True)
@@ -56,12 +59,17 @@ class Client(aiomqtt.Client):
                     reason_code: ReasonCode, properties: Properties) -> None:
         if reason_code.is_failure:
             self._refused[mid] = reason_code
+        elif reason_code.value:
+            self._reasons[mid] = reason_code.value
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
     async def publish_acked(self, topic: str, payload: bytes | str, *, qos: int = 1,
                             retain: bool = False, properties: Properties | None = None,
-                            timeout: float | None = None) -> None:
-        """Publish and wait for the broker's PUBACK; raise if it refused the message."""
+                            timeout: float | None = None) -> int:
+        """Publish and wait for the broker's PUBACK; raise if it refused the message.
+        Returns the PUBACK's reason code: a success can still be 0x10, "no matching
+        subscribers" (the broker discarded the message), which store-and-forward must
+        treat as not delivered."""
         info = self._client.publish(topic, payload, qos, retain, properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
@@ -72,6 +80,7 @@ class Client(aiomqtt.Client):
         rc = self._refused.pop(info.mid, None)
         if rc is not None:
             raise PublishRefused(rc)
+        return self._reasons.pop(info.mid, 0)
 
     def ack(self, mid: int, qos: int) -> None:
         self._client.ack(mid, qos)

@@ -41,6 +41,7 @@ from fieldrig_edge.config import RigConfig
 from fieldrig_edge.spool import (
     KIND_EIS,
     KIND_EVENT,
+    KIND_IMPEDANCE,
     KIND_TELEMETRY,
     Row,
 )
@@ -83,6 +84,8 @@ class RigHealth:
     frames: int = 0
     link_errors: int = 0
     samples: int = 0              # new samples accepted (spooled or about to be)
+    impedance_points: int = 0     # new MSG_IMPEDANCE points accepted (telemetry stream)
+    eis_chunks: int = 0           # new MSG_EIS chunks accepted (reliable stream)
     duplicates: int = 0           # retransmitted messages already spooled, dropped
     out_of_order: int = 0         # messages ahead of a missing one, dropped (rig goes back)
     gaps_reported: int = 0        # samples the rig reported dropped (telemetry_dropped)
@@ -127,6 +130,13 @@ class Pending:
     boot: int
 
 
+# What the telemetry stream carries: held, in order, until the clock is mapped.
+Periodic = link.Sample | link.ImpedancePoint
+# Impedance points of one ADC block share its end time; each is stored at that time plus
+# (seq mod this) ns, so every point has its own key (docs/edge.md, "Impedance").
+IMPEDANCE_SEQ_SPACING = 1000
+
+
 @dataclass(slots=True)
 class Link:
     """State of one HELLO'd connection (one boot of the rig)."""
@@ -139,7 +149,7 @@ class Link:
     expected: dict[int, int]
     durable_last_time_ns: int = 0
     max_seen: dict[int, int] = field(default_factory=lambda: {TELE: NONE, REL: NONE})
-    held: list[tuple[link.Sample, int]] = field(default_factory=list)
+    held: list[tuple[Periodic, int]] = field(default_factory=list)
     hold_timer: asyncio.TimerHandle | None = None
     rig_state: int | None = None
     # HELLO has cmd_next: command numbers are per boot (else per connection, from 0).
@@ -505,15 +515,19 @@ class RigSession:
                 and now - lk.stall_since[stream] >= STALL_S)
 
     def _on_telemetry(self, lk: Link, p: link.Packet, t_recv: int) -> None:
-        if p.msg_type != link.MSG_SAMPLE:
-            self._unknown(lk, p, TELE)
-            return
+        s: Periodic
         try:
-            s = link.parse_sample(p)
+            if p.msg_type == link.MSG_SAMPLE:
+                s = link.parse_sample(p)
+                lk.rig_state = s.rig_state
+            elif p.msg_type == link.MSG_IMPEDANCE:
+                s = link.parse_impedance(p)
+            else:
+                self._unknown(lk, p, TELE)
+                return
         except link.LinkError as exc:
             self._unknown(lk, p, TELE, str(exc))
             return
-        lk.rig_state = s.rig_state
         if not lk.clock.ready:
             if lk.legacy:
                 lk.clock.fallback_from_receive(_uptime_ns(s), t_recv)
@@ -528,7 +542,10 @@ class RigSession:
             return
         self._spool_sample(lk, s)
 
-    def _spool_sample(self, lk: Link, s: link.Sample) -> None:
+    def _spool_sample(self, lk: Link, s: Periodic) -> None:
+        if isinstance(s, link.ImpedancePoint):
+            self._spool_impedance(lk, s)
+            return
         clamped = lk.clock.clamped
         t = lk.clock.to_utc(_uptime_ns(s))
         self.health.time_clamped += lk.clock.clamped - clamped
@@ -543,6 +560,37 @@ class RigSession:
                             self.cfg.cell, self.cfg.run))
         self.gw.mark(self.cfg.rig, lk.boot, TELE, s.seq)
         self.health.samples += 1
+
+    def _spool_impedance(self, lk: Link, z: link.ImpedancePoint) -> None:
+        # Not through to_utc: the three points of a tracking block have the same uptime,
+        # and clamping them would shift the samples' timeline (and count as clock trouble).
+        t = lk.clock.peek_utc(_uptime_ns(z)) + z.seq % IMPEDANCE_SEQ_SPACING
+        body = json.dumps({
+            "seq": z.seq, "time_ns": t, "f_hz": _num(z.f_hz),
+            "z_re_ohm": _num(z.z_re_ohm), "z_im_ohm": _num(z.z_im_ohm),
+            "rel_err": _num(z.rel_err), "quality": z.quality, "source": z.source},
+            separators=(",", ":"))
+        self.gw.add_row(Row(KIND_IMPEDANCE, self.cfg.rig, body, lk.boot, TELE, z.seq,
+                            self.cfg.cell, self.cfg.run))
+        self.gw.mark(self.cfg.rig, lk.boot, TELE, z.seq)
+        self.health.impedance_points += 1
+
+    def _on_eis_chunk(self, lk: Link, p: link.Packet, t_recv: int) -> None:
+        try:
+            c = link.parse_eis_chunk(p)
+        except link.LinkError as exc:
+            self._unknown(lk, p, REL, str(exc))
+            return
+        payload = self.gw.envelope(self.cfg, lk.boot)
+        payload.update({
+            "seq": p.seq, "time_ns": t_recv, "source": "rig", "sweep_seq": c.sweep_seq,
+            "eis_seq": c.eis_seq, "chunk": c.chunk, "chunks": c.chunks,
+            "points": [{"f_hz": x.f_hz, "z_re_ohm": x.z_re_ohm, "z_im_ohm": x.z_im_ohm,
+                        "rel_err": x.rel_err, "quality": x.quality} for x in c.points]})
+        self.gw.add_row(Row(KIND_EIS, self.cfg.rig, _dumps(payload), lk.boot, REL, p.seq,
+                            self.cfg.cell, self.cfg.run,
+                            topic=self.gw.rig_topic(self.cfg.rig, "eis")))
+        self.health.eis_chunks += 1
 
     def _release_held(self, lk: Link) -> None:
         held, lk.held = lk.held, []
@@ -590,6 +638,8 @@ class RigSession:
                                 topic=self.gw.rig_topic(self.cfg.rig, topic_leaf)))
         elif p.msg_type == link.MSG_REPLY:
             self._on_reply(lk, p)
+        elif p.msg_type == link.MSG_EIS:
+            self._on_eis_chunk(lk, p, t_recv)
         else:
             self._unknown(lk, p, REL)
             return
@@ -828,7 +878,7 @@ class RigSession:
         deadline = loop.time() + self.gw.cfg.command_timeout_s
         first = True
         log.info("command to rig", extra={"rig": self.cfg.rig, "cmd": cmd.cmd,
-                                          "cmd_seq": seq, "args": cmd.args})
+                                          "cmd_seq": seq, "cmd_args": cmd.args})
         while not fut.done():
             cur = self.link
             if cur is not None and cur.boot == lk.boot:
@@ -896,7 +946,7 @@ def _tombstone_covers(p: link.Packet, expected: int) -> bool:
             and first <= expected)  # type: ignore[operator]
 
 
-def _uptime_ns(s: link.Sample) -> int:
+def _uptime_ns(s: Periodic) -> int:
     return s.uptime_s * 1_000_000_000 + s.uptime_us * 1000
 
 

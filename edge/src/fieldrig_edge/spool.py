@@ -31,10 +31,14 @@ from typing import Any, Literal, TypeVar
 T = TypeVar("T")
 
 KIND_TELEMETRY = "t"   # one sample; batched into telemetry messages when published
+KIND_IMPEDANCE = "z"   # one impedance point (telemetry stream); batched like samples
 KIND_EVENT = "e"       # a rig EVENT (reliable stream)
-KIND_EIS = "x"         # an EIS spectrum (reliable stream)
+KIND_EIS = "x"         # an EIS spectrum or sweep chunk (reliable stream)
 KIND_RESPONSE = "r"    # a command response (from a rig REPLY or a gateway refusal)
 KIND_GATEWAY = "g"     # an event the gateway itself reports (gaps, spool drops, boots)
+
+# Rows the ingesters confirm (stored watermark, docs/mqtt.md): the rig's data, per stream.
+STORED_KINDS = {0x10: (KIND_TELEMETRY, KIND_IMPEDANCE), 0x20: (KIND_EVENT, KIND_EIS)}
 
 ROW_OVERHEAD = 64      # bytes counted per row on top of its body (keys, index entries)
 BOOTS_KEPT = 16        # dedup state kept per rig: the newest boots
@@ -53,7 +57,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT,
     props TEXT,
     body TEXT NOT NULL,
-    created_ns INTEGER NOT NULL
+    created_ns INTEGER NOT NULL,
+    published_ns INTEGER  -- broker has it; kept until the stored watermark covers it
 );
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox (rig, boot, stream, seq);
 CREATE TABLE IF NOT EXISTS streams (
@@ -89,6 +94,11 @@ class Row:
     props: str | None = None
     id: int = 0
     created_ns: int = 0
+    # Set by fetch for rows the ingesters confirm: the seq of the row of the same
+    # (rig, boot, stream) just before this one still in the spool (-1: none). A message
+    # states "every row of (prev, last] is in me": gaps need no report to be skipped.
+    prev: int | None = None
+    published_ns: int | None = None
 
     @property
     def size(self) -> int:
@@ -151,6 +161,9 @@ class Spool:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.executescript(SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(outbox)")}
+        if "published_ns" not in cols:  # a spool from before stored watermarks
+            self.db.execute("ALTER TABLE outbox ADD COLUMN published_ns INTEGER")
         r = self.db.execute(
             f"SELECT COUNT(*), COALESCE(SUM(length(body) + COALESCE(length(topic), 0) "
             f"+ COALESCE(length(props), 0) + {ROW_OVERHEAD}), 0) FROM outbox").fetchone()
@@ -182,12 +195,13 @@ class Spool:
         rows = batch.rows
         marks = dict(batch.watermarks)
         if self.when_full == "refuse_new":
-            tele_bytes = sum(r.size for r in rows if r.kind == KIND_TELEMETRY)
+            tele_bytes = sum(r.size for r in rows if r.stream == 0x10)
             if tele_bytes and self.stats.bytes + tele_bytes > self.max_bytes:
-                # Keep the rig's copy: nothing of this batch's telemetry is spooled or
-                # acked, and the watermark stays where it was (the rig retransmits).
-                refused = sum(1 for r in rows if r.kind == KIND_TELEMETRY)
-                rows = [r for r in rows if r.kind != KIND_TELEMETRY]
+                # Keep the rig's copy: nothing of this batch's telemetry stream (samples
+                # and impedance points) is spooled or acked, and the watermark stays
+                # where it was (the rig retransmits all of it).
+                refused = sum(1 for r in rows if r.stream == 0x10)
+                rows = [r for r in rows if r.stream != 0x10]
                 for key in [k for k in marks if k[2] == 0x10]:
                     del marks[key]
         added = 0
@@ -280,13 +294,62 @@ class Spool:
 
     # ---------------------------------------------------------------------- reading
 
-    def fetch(self, limit: int) -> list[Row]:
+    def fetch(self, limit: int, republish_before_ns: int | None = None) -> list[Row]:
+        """The oldest rows to publish: never published, or published before
+        ``republish_before_ns`` and still not confirmed stored (None: never again)."""
+        cutoff = -1 if republish_before_ns is None else republish_before_ns
         cur = self.db.execute(
-            "SELECT id, kind, rig, boot, stream, seq, cell, run, topic, props, body, created_ns "
-            "FROM outbox ORDER BY id LIMIT ?", (limit,))
+            "SELECT id, kind, rig, boot, stream, seq, cell, run, topic, props, body, created_ns,"
+            " published_ns, CASE WHEN kind IN ('t', 'z', 'e', 'x') AND seq IS NOT NULL THEN"
+            "  COALESCE((SELECT MAX(p.seq) FROM outbox p WHERE p.rig = o.rig AND"
+            "   p.boot = o.boot AND p.stream = o.stream AND p.seq < o.seq AND"
+            "   p.kind IN ('t', 'z', 'e', 'x')), -1) END"
+            " FROM outbox o WHERE published_ns IS NULL OR published_ns < ?"
+            " ORDER BY id LIMIT ?", (cutoff, limit))
         return [Row(id=r[0], kind=r[1], rig=r[2], boot=r[3], stream=r[4], seq=r[5],
-                    cell=r[6], run=r[7], topic=r[8], props=r[9], body=r[10], created_ns=r[11])
+                    cell=r[6], run=r[7], topic=r[8], props=r[9], body=r[10], created_ns=r[11],
+                    published_ns=r[12], prev=r[13])
                 for r in cur]
+
+    def mark_published(self, ids: Sequence[int], now_ns: int | None = None) -> None:
+        """The broker has these rows; they stay until the stored watermark covers them."""
+        now = now_ns or time.time_ns()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("UPDATE outbox SET published_ns=? WHERE id=?",
+                                [(now, i) for i in ids])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def mark_republished(self, next_try_ns: Sequence[tuple[int, int]]) -> None:
+        """Republished rows: (id, time before which not to republish them again)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("UPDATE outbox SET published_ns=? WHERE id=?",
+                                [(t, i) for i, t in next_try_ns])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def delete_stored(self, rig: str, boot: int, through: dict[int, int]) -> int:
+        """Delete the rig data of (rig, boot) the ingesters have in InfluxDB:
+        ``through`` = stream -> highest contiguous stored seq (stored watermark)."""
+        stmts: list[tuple[str, tuple[Any, ...]]] = []
+        for stream, seq in through.items():
+            kinds = STORED_KINDS.get(stream)
+            if kinds is None:
+                continue
+            stmts.append(("DELETE FROM outbox WHERE rig=? AND boot=? AND stream=? AND seq<=? "
+                          f"AND kind IN ('{kinds[0]}', '{kinds[1]}') RETURNING " + _SIZE,
+                          (rig, boot, stream, seq)))
+        return self._delete(stmts)
+
+    def awaiting_stored(self) -> int:
+        return int(self.db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE published_ns IS NOT NULL").fetchone()[0])
 
     def oldest_created_ns(self) -> int:
         r = self.db.execute("SELECT created_ns FROM outbox ORDER BY id LIMIT 1").fetchone()
@@ -298,26 +361,56 @@ class Spool:
         return self._delete([("DELETE FROM outbox WHERE id=? RETURNING " + _SIZE, (i,))
                              for i in ids])
 
-    def delete_confirmed(self, keys: Iterable[str]) -> int:
+    def delete_confirmed(self, keys: Iterable[str], keep_stored_kinds: bool = False) -> int:
         """Delete rows named by witness keys (see ``delivery_key``); unknown keys and
-        rows already gone are ignored, so a key may be applied any number of times."""
+        rows already gone are ignored, so a key may be applied any number of times.
+        With ``keep_stored_kinds`` the rig data is only marked published (it waits for
+        the stored watermark); the rest is deleted."""
         stmts: list[tuple[str, tuple[Any, ...]]] = []
+        keys = list(keys)
+        if keep_stored_kinds:
+            now = time.time_ns()
+            kept: list[str] = []
+            for key in keys:
+                parsed = parse_delivery_key(key)
+                if parsed is None:
+                    continue
+                kind, a = parsed
+                if kind in (KIND_TELEMETRY, KIND_IMPEDANCE):
+                    stmts.append(("UPDATE outbox SET published_ns=? WHERE rig=? AND boot=? AND "
+                                  f"stream=16 AND kind='{kind}' AND seq BETWEEN ? AND ? AND "
+                                  "published_ns IS NULL RETURNING 0", (now, *a)))
+                elif kind == "s":
+                    stmts.append(("UPDATE outbox SET published_ns=? WHERE rig=? AND boot=? AND "
+                                  "stream=32 AND seq=? AND kind IN ('e', 'x') AND "
+                                  "published_ns IS NULL RETURNING 0", (now, *a)))
+                    kept.append(key)
+                else:
+                    kept.append(key)
+            marked = self._delete(stmts, counts=False)
+            keys = kept
+            stmts = []
+        else:
+            marked = 0
         for key in keys:
             parsed = parse_delivery_key(key)
             if parsed is None:
                 continue
             kind, a = parsed
-            if kind == "t":
+            if kind in (KIND_TELEMETRY, KIND_IMPEDANCE):
                 stmts.append(("DELETE FROM outbox WHERE rig=? AND boot=? AND stream=16 AND "
-                              "kind='t' AND seq BETWEEN ? AND ? RETURNING " + _SIZE, a))
+                              f"kind='{kind}' AND seq BETWEEN ? AND ? RETURNING " + _SIZE, a))
             elif kind == "s":
+                extra = " AND kind NOT IN ('e', 'x')" if keep_stored_kinds else ""
                 stmts.append(("DELETE FROM outbox WHERE rig=? AND boot=? AND stream=32 AND "
-                              "seq=? RETURNING " + _SIZE, a))
+                              "seq=?" + extra + " RETURNING " + _SIZE, a))
             else:
                 stmts.append(("DELETE FROM outbox WHERE id=? RETURNING " + _SIZE, a))
-        return self._delete(stmts)
+        return marked + self._delete(stmts)
 
-    def _delete(self, stmts: list[tuple[str, tuple[Any, ...]]]) -> int:
+    def _delete(self, stmts: list[tuple[str, tuple[Any, ...]]], counts: bool = True) -> int:
+        """Run DELETE ... RETURNING size statements in one transaction; with ``counts``
+        off, any statements returning one row per row touched (nothing leaves)."""
         if not stmts:
             return 0
         n = size = 0
@@ -331,8 +424,9 @@ class Spool:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.stats.rows -= n
-        self.stats.bytes -= size
+        if counts:
+            self.stats.rows -= n
+            self.stats.bytes -= size
         return n
 
     def dead_letter(self, ids: Sequence[int], topic: str, reason: str) -> int:
@@ -367,14 +461,16 @@ _SIZE = (f"length(body) + COALESCE(length(topic), 0) + COALESCE(length(props), 0
 def delivery_key(rows: Sequence[Row]) -> str:
     """The witness key of one published message: names exactly the rows it carries.
 
-    telemetry ``t|rig|boot|first|last``; a rig reliable-stream message
+    telemetry ``t|rig|boot|first|last`` (impedance points ``z|...``, the same
+    seq space: a message of one kind never deletes rows of the other); a rig
+    reliable-stream message
     ``s|rig|boot|seq``; anything else ``g|id``. Content-based, so a message rebuilt
     with different batch boundaries after a restart is still recognised.
     """
     r = rows[0]
-    if r.kind == KIND_TELEMETRY:
+    if r.kind in (KIND_TELEMETRY, KIND_IMPEDANCE):
         assert r.boot is not None and rows[-1].seq is not None
-        return f"t|{r.rig}|{r.boot}|{r.seq}|{rows[-1].seq}"
+        return f"{r.kind}|{r.rig}|{r.boot}|{r.seq}|{rows[-1].seq}"
     if r.stream == 0x20 and r.seq is not None and r.boot is not None:
         return f"s|{r.rig}|{r.boot}|{r.seq}"
     return f"g|{r.id}"
@@ -383,8 +479,8 @@ def delivery_key(rows: Sequence[Row]) -> str:
 def parse_delivery_key(key: str) -> tuple[str, tuple[Any, ...]] | None:
     parts = key.split("|")
     try:
-        if parts[0] == "t" and len(parts) == 5:
-            return "t", (parts[1], int(parts[2]), int(parts[3]), int(parts[4]))
+        if parts[0] in (KIND_TELEMETRY, KIND_IMPEDANCE) and len(parts) == 5:
+            return parts[0], (parts[1], int(parts[2]), int(parts[3]), int(parts[4]))
         if parts[0] == "s" and len(parts) == 4:
             return "s", (parts[1], int(parts[2]), int(parts[3]))
         if parts[0] == "g" and len(parts) == 2:

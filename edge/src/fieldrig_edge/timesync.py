@@ -155,6 +155,12 @@ class ClockMap:
         self.last_time_ns = t
         return t
 
+    def peek_utc(self, uptime: int) -> int:
+        """The applied mapping at ``uptime``, without the per-boot ordering of samples
+        (for measurements keyed otherwise, e.g. impedance points: docs/edge.md)."""
+        assert self.applied is not None
+        return uptime + self.applied.theta(uptime)
+
     def error_bound_ns(self, uptime: int) -> int:
         """Stated error of the applied mapping at ``uptime`` (docs/edge.md, "Time"):
         half the best round trip in the window plus the correction still being slewed

@@ -4,6 +4,7 @@
     fieldrig/v1/{site}/{rig}/events      rig events, QoS 1
     fieldrig/v1/{site}/{rig}/eis         EIS spectra, QoS 1
     fieldrig/v1/{site}/{rig}/status      retained rig status
+    fieldrig/v1/{site}/{rig}/stored/{boot}  retained: what the ingesters stored (from them)
     fieldrig/v1/{site}/{rig}/cmd         command requests (response topic + correlation data)
     fieldrig/v1/{site}/gateway/{gw}/status   retained gateway status, last will "offline"
     fieldrig/v1/{site}/gateway/{gw}/health   retained gateway + per-rig health
@@ -46,6 +47,15 @@ def parse_command_topic(site: str, topic: str) -> str | None:
     if (len(parts) == 5 and "/".join(parts[:2]) == TOPIC_ROOT and parts[2] == site
             and parts[4] == "cmd"):
         return parts[3]
+    return None
+
+
+def parse_stored_topic(site: str, topic: str) -> tuple[str, int] | None:
+    """(rig, boot) of a ``.../{rig}/stored/{boot}`` topic of this site, else None."""
+    parts = topic.split("/")
+    if (len(parts) == 6 and "/".join(parts[:2]) == TOPIC_ROOT and parts[2] == site
+            and parts[4] == "stored" and parts[5].isdigit()):
+        return parts[3], int(parts[5])
     return None
 
 
