@@ -63,13 +63,12 @@ class Clock(bb.BenchClock):
 
 
 w = wiring.Wiring(coalesce_adc=COALESCE)
-d = pico2w.build({"loadcell_n_per_code": repr(bb.loadcell_n_per_code(w.plant))},
-                 machine=machine, link=NoLink())
-pico2w.init_parts(d, 70)
+d = pico2w.build({"loadcell_n_per_code": repr(bb.loadcell_n_per_code(w.plant)),
+                  "rtd_settle_ms": "70"}, machine=machine, link=NoLink())
+bb.watch_range_switch(w)
 w.apply_inputs(cell_v=0.02, cell_i_a=0.000235, temp_c=30.0, force_n=392.0)
-board = {"link": NoLink(), "adc": d["adc"], "rtd": d["rtd"], "heater": d["heater"],
-         "loadcell": d["loadcell"], "press": d["press"], "dac": d["dac"],
-         "range_switch": bb.RangeSwitch(w), "wdt": d["watchdog"]}
+board = dict(d)
+board["config_path"] = None
 rig = Rig(board, Clock(None), period_ms=PERIOD_MS)
 rig.set_temperature(30.0)
 rig.set_pressure(5.0)
