@@ -32,9 +32,10 @@ from fieldrig import link
 from fieldrig.echem import detect, impedance
 from fieldrig.echem_host import route_alarm
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any  # noqa: F401  (type comments)
+try:  # the type comments' names; the board has no typing module
+    from typing import Any  # noqa: F401
+except ImportError:
+    pass
 
 # Board-overridable defaults (board key ``echem``: {name: value}).
 OPTIONS = {

@@ -209,9 +209,12 @@ class Wiring:
         sm = self.bench.pio_pins.get(self.pins["pulse_gate"])
         if sm is not None and sm.active():
             return None
-        dac = self.dac
-        vref = dac.vref_v
-        return (dac.vout_v - vref / 2) / (vref / 2) * self.stage_fullscale_a()
+        return self.stage_command_a()
+
+    def stage_command_a(self):
+        """Current the DAC and range command (A): VOUT around VREF/2 is +-full scale."""
+        vref = self.dac.vref_v
+        return (self.dac.vout_v - vref / 2) / (vref / 2) * self.stage_fullscale_a()
 
     def stage_current_changed(self):
         """DAC update or range switch: the small-signal cell follows from now."""
@@ -326,9 +329,7 @@ class Wiring:
             gate_level = bench.level(gate_pin)
             gate_duty = high_gpio / window if window > 0 else float(gate_level)
         dac = self.dac
-        vref = dac.vref_v
-        fraction = (dac.vout_v - vref / 2) / (vref / 2)
-        cmd_a = fraction * self.stage_fullscale_a()
+        cmd_a = self.stage_command_a()
         energy = self.heater.energy_since(0.0)
         heater_j = energy - self._heater_j0
         self._heater_j0 = energy

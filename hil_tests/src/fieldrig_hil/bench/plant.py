@@ -35,10 +35,11 @@ FloatArray = npt.NDArray[np.float64]
 RAIL_FACTOR = 2.0
 LOADCELL_OVERLOAD = 3.0
 # The rig's small-signal cell (hil_tests/mp/electrical.py) gets the Foster network with
-# relaxations faster than 1/30 of a conversion (settled within one) folded into r0 and the
-# rest merged into bins of a third of a decade: 12-16 relaxations instead of ~150, Z(f)
-# within 0.2 % / 0.5 deg of the closed form from 1 Hz to fs/2 (docs/hil.md).
-SMALL_SIGNAL_FAST = 1.0 / 30.0
+# relaxations faster than 1/1000 of a conversion (settled within it) folded into r0 and the
+# rest merged into bins of a third of a decade: 16-23 relaxations instead of ~150, Z(f)
+# within 0.2 % / 0.2 deg of the closed form from 1 Hz to 1 kHz (tests/test_bench_network.py).
+# (At 1/30 the folded relaxations' low-frequency tails cost up to 1.4 deg at 25 C.)
+SMALL_SIGNAL_FAST = 1e-3
 SMALL_SIGNAL_PER_DECADE = 3
 
 
@@ -138,8 +139,8 @@ class BenchPlant:
         enabled = self.current_override_a is None and self.cfg.stage_enable == "range"
         if not enabled or conversion_period_s <= 0:
             return Network(False, 0.0)
-        return reduce_network(self.cell.foster.r0_ohm, self.cell.foster.r_ohm,
-                              self.cell.foster.tau_s, conversion_period_s)
+        f = self.cell.foster
+        return reduce_network(f.r0_ohm, f.r_ohm, f.tau_s, conversion_period_s)
 
     @property
     def cell(self) -> Cell:
