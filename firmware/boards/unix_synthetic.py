@@ -219,6 +219,10 @@ class Pulses:
         self.stops += 1
 
 
+_IPPROTO_TCP = 6
+_TCP_NODELAY = 1
+
+
 class TcpLink:
     """Listens on loopback; one edge connection at a time. Stands in for USB CDC."""
 
@@ -238,6 +242,14 @@ class TcpLink:
     def accept(self):
         """Block until an edge connects."""
         conn, _ = self._srv.accept()
+        # No Nagle: the link writes one small frame at a time, and a lockstep edge waits
+        # for each step's bytes; Nagle would hold the second frame until the peer's
+        # delayed ACK (~40 ms per step). The unix port's socket module has no IPPROTO_TCP
+        # / TCP_NODELAY names; these are Linux's values.
+        try:
+            conn.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except OSError:
+            pass
         # Non-blocking: a blocking MicroPython readinto waits to fill the whole buffer.
         conn.setblocking(False)
         self.conn = conn

@@ -443,11 +443,12 @@ class ImpedanceHost:
         gate = rig.pulse_gate
         if gate is not None and gate.busy():
             # A PIO train gates the stage: no coherent excitation on top of it. Pause it
-            # for the block, which runs at the train's mean current; the recipe's next
-            # tick restarts it (Output.pulse is a level). Without this, pulsed plating
-            # (a soft-short mitigation) would leave the detector blind to a hard short.
-            d = gate.running or {}
-            dc = d.get("on_ma", dc) * d.get("duty", 1.0)
+            # for the block, which measures at rest; the recipe's next tick restarts it
+            # (Output.pulse is a level). Without this, pulsed plating (a soft-short
+            # mitigation) would leave the detector blind to a hard short. Not at the
+            # train's mean current: as DC that can exceed the cell's DC CCD (the very
+            # thing pulsing avoids) and nucleate a filament in one block.
+            dc = 0.0
             gate.stop()
             if rig.recipes is not None:
                 rig.recipes._pulse = None

@@ -266,6 +266,8 @@ class RecipeHost:
         m.current_ma = sig.cell_current_ma
         m.temp_c = sig.cell_temp_c
         m.pressure_mpa = sig.stack_pressure_mpa
+        imp = rig.impedance
+        m.active = imp.detector.raised if imp is not None else ()
         events = m.events
         for ev in self._alarms:
             events.append(ev)

@@ -176,6 +176,50 @@ def test_dendrite_soft_short_precedes_hard_short_with_lead_time():
     assert r_s > 10 * 150.0, r_s
 
 
+def test_filament_right_after_a_current_step_is_caught_on_the_electrolyte_alone():
+    # Fast plating starts a filament at once (dendrite_over_ccd): the low-frequency
+    # baselines are re-learning after the current step, so the electrolyte intercept's
+    # fall, far past its threshold, must raise soft_short on its own.
+    cell = Cell(17)
+    det = Detector()
+    t_step = 3600.0
+    t0 = t_step + 30.0
+
+    def fast_plating(c, t):
+        if t == t_step:
+            c.current_ma = 2.0
+            c.changed_s = t
+        if t >= t0:
+            c.r_s = 2e3 * math.exp(-(t - t0) / 240.0)
+
+    ev = _run(cell, det, 1.5, fast_plating)
+    alarms = [(t, e) for t, e in ev if e["event"] == "echem_alarm"]
+    assert alarms and alarms[0][1]["kind"] == "soft_short", alarms
+    t_soft, soft = alarms[0]
+    assert t_soft - t0 <= 240.0, t_soft
+    rows = {x["row"]: x for x in soft["evidence"]}
+    assert "z_fall_lf" not in rows and rows["z_fall_hf"]["value"] >= 3 * 8.0, rows
+    assert not det.base["ln_z_lf"].learning() or t_soft < t_step + 120 + 8 * DT_S
+    # ...and the later hard short is still raised.
+    assert "hard_short" in _kinds(ev)
+
+
+def test_interface_baselines_relearn_quickly_after_a_current_step():
+    # A current step re-learns the current-dependent levels with the sigma kept: 120 s
+    # settle, then n_relearn (8) observations, not the 20 of a first baseline.
+    cell = Cell(18)
+    det = Detector()
+
+    def step(c, t):
+        if t == 3600:
+            c.current_ma = 1.0
+            c.changed_s = t
+
+    _run(cell, det, 1.0 + (120 + 9 * DT_S) / 3600.0, step)
+    assert not det.base["ln_z_lf"].learning()
+    assert not det.base["ln_r_int"].learning()
+
+
 def test_void_growth_during_stripping():
     cell = Cell(15)
     cell.current_ma = -0.5

@@ -405,6 +405,49 @@ def test_builtins_validate_and_ccd_ladder_reports_ccd():
     assert out.current_ma == 0.0 and not out.output_on
 
 
+def test_ccd_ladder_short_seen_in_the_rest_counts_for_the_rung_before_it():
+    # The detector needs a few tracking periods: a filament grown while plating at
+    # 0.4 mA/cm2 may only be reported in the rest after it. That rung is the CCD and it
+    # did not pass.
+    ladder = R.ccd_ladder(1.0, start_ma_cm2=0.1, step_ma_cm2=0.1, max_ma_cm2=1.0,
+                          capacity_mah_cm2=0.001, rest_s=30)
+    run = RecipeRunner(ladder)
+    cell = Cell()
+    t = 0
+    done = None
+    seen_04 = False
+    for _ in range(20000):
+        out = run.tick(t, cell.m)
+        cell.m.events = ()
+        if out.step_type == "plate" and abs(out.current_ma - 0.4) < 1e-9:
+            seen_04 = True
+        if seen_04 and out.step_type == "rest":
+            cell.m.events = ({"event": "echem_alarm", "kind": "soft_short", "confidence": 0.8},)
+        cell.apply(out, 1.0)
+        for a in out.actions:
+            if a.get("event") == "recipe_done":
+                done = a
+        if out.done:
+            break
+        t += 1000
+    assert done is not None and done["reason"] == "stop_on:soft_short", done
+    assert abs(done["ccd_ma_cm2"] - 0.4) < 1e-9, done
+    assert abs(done["last_passed_ma_cm2"] - 0.3) < 1e-9, done
+
+
+def test_pulsed_ccd_ladder_plates_and_strips_with_pio_trains():
+    ladder = R.ccd_ladder(0.785, start_ma_cm2=1.0, step_ma_cm2=0.5, max_ma_cm2=5.0,
+                          capacity_mah_cm2=0.02, rest_s=30, pulse_hz=1e6, duty=0.5)
+    R.validate(ladder)
+    currents = [s for s in ladder["steps"] if s["type"] != "rest"]
+    assert [s["type"] for s in currents[:2]] == ["pulse", "pulse"]
+    assert [s["direction"] for s in currents[:2]] == ["plate", "strip"]
+    assert currents[-1]["on_ma_cm2"] == 5.0 and currents[0]["freq_hz"] == 1e6
+    run = RecipeRunner(ladder)
+    out = run.tick(0, Cell().m)
+    assert out.pulse is not None and out.output_on, out.pulse
+
+
 def test_gitt_pulses_and_rests():
     run = RecipeRunner(R.gitt(2.0, 0.25, 10, 20, 3))
     rec = []
@@ -449,6 +492,33 @@ def test_mitigation_soft_short_sequence_through_the_runner():
     assert abs(run.plate_scale - 0.25) < 1e-12
     out, _ = _run(run, cell, 50000, 1000, 20, events_at={1: (alarm,)})
     assert out.done and run.state == "aborted" and run.end_reason == "safe_state:soft_short"
+
+
+def _escalation_run(still_raised):
+    r = {"recipe": 1, "name": "esc", "area_cm2": 1.0,
+         "mitigation": {"soft_short": {"actions": ["stop_plating", "rest", "lower_current"],
+                                       "rest_s": 10, "lower_factor": 0.5,
+                                       "max_attempts": 2}},
+         "steps": [{"type": "plate", "current_ma_cm2": 2.0, "until": {"time_s": 200}}]}
+    run = RecipeRunner(r)
+    cell = Cell()
+    alarm = {"event": "echem_alarm", "kind": "soft_short", "confidence": 0.7}
+    if still_raised:
+        cell.m.active = ("soft_short",)  # the detector keeps the alarm raised
+    out, _ = _run(run, cell, 0, 1000, 40, events_at={5: (alarm,)})
+    return run, out
+
+
+def test_a_mitigation_that_does_not_clear_its_alarm_escalates_to_the_safe_state():
+    # A bridged filament does not heal in a rest: after each response the alarm is still
+    # raised, so the policy responds again and past max_attempts ends in the safe state.
+    run, out = _escalation_run(still_raised=True)
+    assert out.done and run.state == "aborted", run.state
+    assert run.end_reason == "safe_state:soft_short"
+    assert out.current_ma == 0.0 and not out.output_on
+    # ...while an alarm the rest cleared leaves the recipe plating at the lowered current.
+    run, out = _escalation_run(still_raised=False)
+    assert run.state == "running" and out.current_ma == 1.0, (run.state, out.current_ma)
 
 
 def test_hard_short_is_always_safe_state():

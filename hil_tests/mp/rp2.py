@@ -305,7 +305,7 @@ def _init_levels(pins, init):
 class _Segment:
     """A stretch of the recorded waveform: explicit edges, or a repeating pattern."""
 
-    __slots__ = ("edges", "end", "levels0", "period", "start")
+    __slots__ = ("dx", "edges", "end", "levels0", "limit", "period", "start", "x0")
 
     def __init__(self, start, levels0, period=0):
         self.start = start
@@ -313,6 +313,11 @@ class _Segment:
         self.levels0 = dict(levels0)
         self.period = period
         self.edges = {}  # pin -> [(cycle (absolute, or offset for periodic), level)]
+        # A counted loop (X falls by dx per period from x0 at start): periodic only up
+        # to ``limit``, a couple of periods before the counter runs out.
+        self.x0 = 0
+        self.dx = 0
+        self.limit = None
 
 
 class StateMachine:
@@ -563,6 +568,8 @@ class StateMachine:
         restart = seg.start + k * seg.period
         seg.end = restart
         self._pins = dict(seg.levels0)
+        if seg.dx:
+            self._x = (seg.x0 - k * seg.dx) & 0xFFFFFFFF
         self._cycle = restart
         self._segments.append(_Segment(restart, self._pins))
         self._snapshots = {}
@@ -658,6 +665,11 @@ class StateMachine:
 
     # -- the simulator -----------------------------------------------------------------------
     def _run_until(self, target):
+        seg = self._segments[-1]
+        if (self._active and not self.halted and seg.period and seg.end is None
+                and seg.limit is not None and target > seg.limit):
+            # The counted loop's last periods and its end are simulated exactly.
+            self._materialise(seg.limit)
         if not self._active or self.halted or self._segments[-1].period:
             if not self._active or self.halted:
                 self._cycle = max(self._cycle, target)
@@ -678,14 +690,22 @@ class StateMachine:
                 return
 
     def _check_period(self):
-        key = (self._pc, self._x, self._y, self._isr, self._isr_count, self._osr,
+        # X is left out of the key: a state that repeats with X lower by dx is a counted
+        # loop (the gate's pulse counter), periodic until the counter runs out.
+        key = (self._pc, self._y, self._isr, self._isr_count, self._osr,
                self._osr_count, tuple(self._tx), len(self._rx), self._irq_flags,
                tuple(sorted(self._pins.items())))
         seen = self._snapshots.get(key)
         if seen is None:
-            self._snapshots[key] = (self._cycle, dict(self._pins))
+            self._snapshots[key] = (self._cycle, dict(self._pins), self._x)
             return False
-        start, levels = seen
+        start, levels, x0 = seen
+        dx = (x0 - self._x) & 0xFFFFFFFF
+        reps = x0 // dx if dx else 0
+        if dx and reps < 8:
+            # A short count (or X used as data): simulate it exactly.
+            self._snapshots[key] = (self._cycle, dict(self._pins), self._x)
+            return False
         seg = self._segments[-1]
         period = self._cycle - start
         pattern = {}
@@ -698,6 +718,10 @@ class StateMachine:
         seg.end = start
         per = _Segment(start, levels, period)
         per.edges = pattern
+        if dx:
+            per.x0 = x0
+            per.dx = dx
+            per.limit = start + (reps - 2) * period
         self._segments.append(per)
         self._cycle = start + period
         return True

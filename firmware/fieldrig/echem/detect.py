@@ -128,20 +128,28 @@ ROWS = (
 
 class Diagnosis:
     """kind is raised when any row of ``any_of`` is active and at least ``min_rows`` rows
-    of any_of + ``support`` are (``exclude``: rows that veto it)."""
+    of any_of + ``support`` are (``exclude``: rows that veto it). A row of ``alone``
+    (active, statistic >= alone_at x its threshold) is enough by itself: overwhelming
+    evidence on one signal while the others are still re-learning after a current step."""
 
-    def __init__(self, kind, any_of, support=(), min_rows=1, exclude=()):
+    def __init__(self, kind, any_of, support=(), min_rows=1, exclude=(), alone=(),
+                 alone_at=3.0):
         self.kind = kind
         self.any_of = any_of
         self.support = support
         self.min_rows = min_rows
         self.exclude = exclude
+        self.alone = alone
+        self.alone_at = alone_at
 
 
 DIAGNOSES = (
     Diagnosis("hard_short", ("short_z_abs", "short_v_collapse")),
+    # The electrolyte intercept does not fall on a healthy cell at constant temperature
+    # (and it is not re-learned on current steps): far past its threshold it is enough.
     Diagnosis("soft_short", ("z_fall_hf", "z_fall_lf"),
-              ("phase_to_zero", "v_noise_rise", "overpotential_drop"), min_rows=2),
+              ("phase_to_zero", "v_noise_rise", "overpotential_drop"), min_rows=2,
+              alone=("z_fall_hf",), alone_at=3.0),
     Diagnosis("crack", ("z_hf_step",)),
     Diagnosis("void", ("r_int_rise",), exclude=("z_hf_step", "z_fall_lf")),
 )
@@ -178,8 +186,9 @@ def _ln(v):
 class _Baseline:
     """Baseline of one signal (model per SignalSpec)."""
 
-    def __init__(self, spec, n_learn, drift_tau_s, min_dx_t, min_dx_p, settle_s):
+    def __init__(self, spec, n_learn, drift_tau_s, min_dx_t, min_dx_p, settle_s, n_relearn):
         self.spec = spec
+        self.n_relearn = n_relearn
         self.settle_s = settle_s
         self.reanchor_at = None
         self.n_learn = n_learn
@@ -285,7 +294,8 @@ class _Baseline:
             self.syy += yc * yc
             self.sxt += xt
             self.sxp += xp
-            if self.n < self.n_learn:
+            # Re-learning with a kept sigma only re-anchors the level: fewer observations.
+            if self.n < (self.n_relearn if self.keep_sigma else self.n_learn):
                 return None
             n = self.n
             self.xt0 = self.sxt / n
@@ -304,7 +314,23 @@ class _Baseline:
         if self.spec.model == ARRHENIUS:
             pred += self.b * (xt - self.xt0) + self.c * (xp - self.xp0)
         r = y - pred
-        z = r / self.sigma
+        sd = self.sigma if self.sigma is not None else self.spec.sigma_floor
+        if self.spec.model == ARRHENIUS:
+            # Carrying the reference to other conditions adds the uncertainty of Ea and
+            # beta: var = sigma^2 (1 + d' A^-1 d), A the fit's normal matrix (in units of
+            # the noise), d the distance from the reference. Large while only the prior
+            # is known, small once a move has taught the coefficients, nil at constant T
+            # and P: a heating ramp's slight Ea error is not mistaken for a failure.
+            dt = xt - self.xt0
+            dp = xp - self.xp0
+            a11 = self.wb + self.sxx_t
+            a22 = self.wc + self.sxx_p
+            a12 = self.sx_tp
+            det = a11 * a22 - a12 * a12
+            if det > 0:
+                q = (a22 * dt * dt - 2.0 * a12 * dt * dp + a11 * dp * dp) / det
+                sd *= math.sqrt(1.0 + q)
+        z = r / sd
         if quiet and -2.0 < z < 2.0 and self.drift_tau_s > 0:
             # Follow slow healthy drift (interphase growth) only while nothing is brewing.
             dt = t_s - self.last_t
@@ -315,7 +341,7 @@ class _Baseline:
 
 class Detector:
     def __init__(self, rows=ROWS, signals=SIGNALS, diagnoses=DIAGNOSES, n_learn=20,
-                 drift_tau_s=86400.0, i_min_ma=1e-3, settle_s=120.0, min_dt_k=0.2,
+                 n_relearn=8, drift_tau_s=86400.0, i_min_ma=1e-3, settle_s=120.0, min_dt_k=0.2,
                  min_dp_rel=0.02, rebase_dt_k=0.5, rebase_dp_rel=0.03, rebase_di_rel=0.1):
         self.rows = rows
         self.diagnoses = diagnoses
@@ -329,7 +355,7 @@ class Detector:
         self.base = {}
         for s in signals:
             self.base[s.name] = _Baseline(s, n_learn, drift_tau_s, min_dx_t, min_dp_rel,
-                                          settle_s)
+                                          settle_s, n_relearn)
         n = len(rows)
         self.g = [0.0] * n
         self.since = [None] * n  # time the row's condition started to hold
@@ -500,7 +526,11 @@ class Detector:
                 j = self._index(rid)
                 if j >= 0 and self.active[j]:
                     vetoed = True
-            on = core and len(act) >= d.min_rows and not vetoed
+            strong = False
+            for j in act:
+                if self.rows[j].row_id in d.alone and self.g[j] >= d.alone_at * self.rows[j].h:
+                    strong = True
+            on = core and (len(act) >= d.min_rows or strong) and not vetoed
             if on and d.kind not in self.raised:
                 keep = 1.0
                 ev = []

@@ -23,7 +23,12 @@ Actions:
 - ``safe_state``: the platform's safe state (current off, heater off, press held).
 
 A hard short always ends in ``safe_state`` and a policy cannot change that. After
-``max_attempts`` responses to the same kind the next one is ``safe_state`` too.
+``max_attempts`` responses to the same kind the next one is ``safe_state`` too. With
+``recheck`` (default for soft_short) a response whose kind the detector still holds
+raised when its interlude (stop / rest / reverse) ends counts as failed and the policy
+responds again: a bridged filament does not heal in a rest, so a persistent soft short
+ends in the safe state after max_attempts, before it fuses into a hard short. Void
+growth heals slowly (creep), so it is not rechecked by default.
 """
 
 ACTIONS = ("stop_plating", "rest", "reverse_pulse", "pulsed_current", "lower_current",
@@ -41,10 +46,10 @@ DEFAULT_POLICY = {
                    "rest_s": 60.0, "reverse_ma_cm2": 0.1, "reverse_s": 5.0,
                    "pulse_freq_hz": 1000.0, "pulse_duty": 0.5, "lower_factor": 0.5,
                    "min_current_ma_cm2": 0.01, "temp_step_c": 5.0, "temp_max_c": 80.0,
-                   "max_attempts": 3},
+                   "max_attempts": 3, "recheck": True},
     "void": {"actions": ["raise_pressure", "lower_current"], "pressure_step_mpa": 1.0,
              "pressure_max_mpa": 10.0, "lower_factor": 0.5, "min_current_ma_cm2": 0.01,
-             "max_attempts": 3},
+             "max_attempts": 3, "recheck": False},
     "crack": {"actions": ["stop_plating", "rest"], "rest_s": 300.0, "max_attempts": 1},
     "hard_short": {"actions": ["safe_state"]},
 }
@@ -109,6 +114,10 @@ def merged_policy(policy=None, path="mitigation"):
                 if kind == "hard_short" and val != ["safe_state"]:
                     raise PolicyError(fp, "a hard short always ends in [\"safe_state\"]")
                 out[kind]["actions"] = list(val)
+            elif key == "recheck":
+                if not isinstance(val, bool):
+                    raise PolicyError(fp, "must be true or false")
+                out[kind][key] = val
             elif key in PARAMS:
                 excl, lo, hi = PARAMS[key]
                 if not _is_num(val):

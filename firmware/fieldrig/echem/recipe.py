@@ -331,11 +331,15 @@ class Measurements:
     """Latest measurements, updated in place by the platform before each tick.
     current_ma is the measured current (integrated into charge); impedance_ohm the latest
     |Z| (None before the first); events the alarm kinds (or alarm event dicts) raised
-    since the previous tick; eis_done the ``eis_seq`` of the last finished sweep (the eis
-    action carries it), so a stale completion never ends a later eis step."""
+    since the previous tick; active the alarm kinds the detector holds raised now (a
+    mitigation whose kind is still raised when its interlude ends responds again, and
+    after max_attempts goes to the safe state); eis_done the ``eis_seq`` of the last
+    finished sweep (the eis action carries it), so a stale completion never ends a later
+    eis step."""
 
     def __init__(self, voltage_v=0.0, current_ma=0.0, temp_c=25.0, pressure_mpa=0.0,
-                 impedance_ohm=None, events=(), eis_done=0):
+                 impedance_ohm=None, events=(), eis_done=0, active=()):
+        self.active = active
         self.voltage_v = voltage_v
         self.current_ma = current_ma
         self.temp_c = temp_c
@@ -405,6 +409,9 @@ class RecipeRunner:
         self.program = None
         self.ccd_ma_cm2 = None
         self.last_passed_ma_cm2 = None
+        self.passed_before_ma_cm2 = None  # last_passed's previous value
+        self.mitigating = None  # alarm kind of the latest mitigation response
+        self.last_density_ma_cm2 = None  # |density| of the latest current step started
         self.pending = []
 
     # ---- navigation
@@ -461,7 +468,10 @@ class RecipeRunner:
                 "plate_scale": self.plate_scale, "strip_scale": self.strip_scale,
                 "pulsed": list(self.pulsed) if self.pulsed else None,
                 "interlude": [list(x) for x in self.interlude],
+                "mitigating": self.mitigating,
                 "ccd_ma_cm2": self.ccd_ma_cm2, "last_passed_ma_cm2": self.last_passed_ma_cm2,
+                "passed_before_ma_cm2": self.passed_before_ma_cm2,
+                "last_density_ma_cm2": self.last_density_ma_cm2,
                 "mitigation": self.mitigator.state(), "end_reason": self.end_reason}
 
     def resume(self, c):
@@ -508,8 +518,11 @@ class RecipeRunner:
         self.strip_scale = c["strip_scale"]
         self.pulsed = tuple(c["pulsed"]) if c["pulsed"] else None
         self.interlude = [list(x) for x in c["interlude"]]
+        self.mitigating = c.get("mitigating")
         self.ccd_ma_cm2 = c["ccd_ma_cm2"]
         self.last_passed_ma_cm2 = c["last_passed_ma_cm2"]
+        self.passed_before_ma_cm2 = c.get("passed_before_ma_cm2")
+        self.last_density_ma_cm2 = c.get("last_density_ma_cm2")
         self.mitigator.restore(c["mitigation"])
         self.end_reason = c["end_reason"]
         self.last_ms = None  # uptime restarted: the next tick re-anchors the step clock
@@ -586,6 +599,10 @@ class RecipeRunner:
             ev["loop"] = loops
         self.pending.append(ev)
         t = st["type"]
+        if t in ("plate", "strip", "pulse"):
+            dens = self._signed_density(st)
+            if dens:
+                self.last_density_ma_cm2 = abs(dens)
         if t == "set_temperature":
             self.temp_target_c = st["temp_c"]
         elif t == "set_pressure":
@@ -671,6 +688,7 @@ class RecipeRunner:
                            plate_scale=self.plate_scale, strip_scale=self.strip_scale)
 
     def _mitigate(self, kind, conf):
+        self.mitigating = kind
         ctx = self._context()
         for act in self.mitigator.respond(kind, ctx, conf):
             self.pending.append(act)
@@ -728,6 +746,14 @@ class RecipeRunner:
             if seg[1] <= 0:
                 self.interlude.pop(0)
                 self.pending.append({"event": "mitigation_step_done", "step": seg[2]})
+                kind = self.mitigating
+                if (not self.interlude and kind is not None and kind in m.active
+                        and self.mitigator.policy.get(kind, {}).get("recheck", False)):
+                    # The response did not clear the alarm (a bridged filament does not
+                    # heal in a rest): respond again; past max_attempts, the safe state.
+                    self._mitigate(kind, None)
+                    if self.state != "running":
+                        return self._output()
         else:
             self.step_elapsed_ms += dt
             self.step_charge += dq
@@ -766,7 +792,8 @@ class RecipeRunner:
             elif st["type"] in ("plate", "strip", "pulse") and reason in (
                     "time_s", "charge_mah_cm2", "count"):
                 dens = self._signed_density(st)
-                if dens:
+                if dens and abs(dens) != self.last_passed_ma_cm2:
+                    self.passed_before_ma_cm2 = self.last_passed_ma_cm2
                     self.last_passed_ma_cm2 = abs(dens)
             ev = {"event": "recipe_step", "phase": "end", "path": self.path(),
                   "type": st["type"], "reason": reason,
@@ -785,13 +812,23 @@ class RecipeRunner:
         return "event" in u and kind in _as_list(u["event"])
 
     def _record_ccd(self, kind):
-        # Shorts during a current step: that step's |density| is the CCD.
+        # A short during a current step: that step's |density| is the CCD. Seen in a rest
+        # (the detector needs a few tracking periods): the filament grew in the current
+        # step before it, so that density is the CCD and it did not pass.
         if kind not in ("soft_short", "hard_short"):
             return
         st = self._step()
-        dens = self._signed_density(st)
-        if dens and st["type"] in ("plate", "strip", "pulse"):
-            self.ccd_ma_cm2 = abs(dens)
+        dens = None
+        if st["type"] in ("plate", "strip", "pulse"):
+            dens = self._signed_density(st)
+        ccd = abs(dens) if dens else self.last_density_ma_cm2
+        if not ccd:
+            return
+        self.ccd_ma_cm2 = ccd
+        lp = self.last_passed_ma_cm2
+        if lp is not None and lp >= ccd:
+            pb = self.passed_before_ma_cm2
+            self.last_passed_ma_cm2 = pb if pb is not None and pb < ccd else None
 
     def _output(self):
         out = Output()
@@ -841,11 +878,14 @@ def symmetric_cycling(area_cm2, current_ma_cm2, capacity_mah_cm2, cycles, rest_s
 
 
 def ccd_ladder(area_cm2, start_ma_cm2=0.1, step_ma_cm2=0.1, max_ma_cm2=3.0,
-               capacity_mah_cm2=0.1, rest_s=60.0, name="ccd-ladder"):
+               capacity_mah_cm2=0.1, rest_s=60.0, name="ccd-ladder", pulse_hz=0.0,
+               duty=0.5):
     """Critical current density: plate/strip ``capacity_mah_cm2`` at stepped current
     densities until a short. The recipe stops at the first short; the recipe_done event
     reports ``ccd_ma_cm2`` (the density at which it shorted) and
-    ``last_passed_ma_cm2``."""
+    ``last_passed_ma_cm2``. With ``pulse_hz`` > 0 each half-cycle is a pulse train
+    (PIO-timed, 0 between pulses) whose on-current is the rung's density: the pulsed
+    CCD, in pulse amplitude."""
     steps = []
     j = 0
     while True:
@@ -853,12 +893,16 @@ def ccd_ladder(area_cm2, start_ma_cm2=0.1, step_ma_cm2=0.1, max_ma_cm2=3.0,
         if dens > max_ma_cm2 + 1e-9:
             break
         lbl = "ccd %.3g mA/cm2" % dens
-        steps.append({"type": "plate", "label": lbl, "current_ma_cm2": dens,
-                      "until": {"charge_mah_cm2": capacity_mah_cm2}})
-        steps.append({"type": "rest", "until": {"time_s": rest_s}})
-        steps.append({"type": "strip", "label": lbl, "current_ma_cm2": dens,
-                      "until": {"charge_mah_cm2": capacity_mah_cm2}})
-        steps.append({"type": "rest", "until": {"time_s": rest_s}})
+        for way in ("plate", "strip"):
+            until = {"charge_mah_cm2": capacity_mah_cm2}
+            if pulse_hz > 0:
+                steps.append({"type": "pulse", "direction": way, "label": lbl,
+                              "on_ma_cm2": dens, "off_ma_cm2": 0.0, "freq_hz": pulse_hz,
+                              "duty": duty, "until": until})
+            else:
+                steps.append({"type": way, "label": lbl, "current_ma_cm2": dens,
+                              "until": until})
+            steps.append({"type": "rest", "until": {"time_s": rest_s}})
         j += 1
         if len(steps) + 4 > MAX_STEPS_PER_LIST:
             break

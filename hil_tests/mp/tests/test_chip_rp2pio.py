@@ -35,6 +35,16 @@ def burst():
     jmp(y_dec, "p")  # noqa: F821
 
 
+@rp2.asm_pio(set_init=rp2.PIO.OUT_LOW)
+def counted():
+    pull(block)  # noqa: F821  pulse count - 1, counted down in X like the firmware's gate
+    mov(x, osr)  # noqa: F821
+    label("p")  # noqa: F821
+    set(pins, 1)[4]  # noqa: F821  5 cycles high
+    set(pins, 0)[3]  # noqa: F821  4 cycles low + the jmp
+    jmp(x_dec, "p")  # noqa: F821
+
+
 def test_encodings_match_the_rp2_instruction_set():
     prog = pwm_gate
     data = list(prog[0])
@@ -121,3 +131,22 @@ def test_freq_limits():
         raise AssertionError("accepted 1 kHz")
     except ValueError:
         pass
+
+
+def test_a_long_counted_train_is_periodic_until_its_counter_runs_out():
+    # 100 001 pulses of 1 us: simulated one by one the edge record would not fit the
+    # heap; as a counted loop it is one period, and its end is simulated exactly.
+    fresh()
+    sm = rp2.StateMachine(2, counted, freq=10_000_000, set_base=Pin(GATE))
+    sm.active(1)
+    sm.put(100_000)
+    t0 = BENCH.now_ns
+    BENCH.advance_ms(50)
+    d = sm.describe(GATE)
+    assert d["periodic"] and abs(d["period_s"] - 1e-6) < 1e-12
+    assert abs(d["high_s"] - 0.5e-6) < 1e-12
+    assert abs(d["pulses"] - 50_000) <= 1, d["pulses"]
+    assert abs(sm.duty(GATE, t0, BENCH.now_ns) - 0.5) < 1e-3
+    BENCH.advance_ms(60)
+    d = sm.describe(GATE)
+    assert d["pulses"] == 100_001 and d["level"] == 0 and d["halted"] == "pull", d
