@@ -285,8 +285,14 @@ class PioGate:
         self.running = train.describe()
 
     def stop(self):
-        # Stop, force the pin low, restart the program at its first pull.
+        # Stop, force the pin low, restart the program at its first pull. Words of a
+        # train stopped before the program pulled them stay in the TX FIFO (restart does
+        # not clear it): drain them, or the next start's put() blocks.
         self.sm.active(0)
+        n = self.sm.tx_fifo()
+        while n > 0:
+            self.sm.exec("pull(noblock)")
+            n -= 1
         self.sm.exec("set(pins, 0)")
         self.sm.restart()
         self.running = None

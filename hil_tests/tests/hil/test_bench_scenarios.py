@@ -1,11 +1,8 @@
 """The scenario library (``fieldrig_hil.cell.scenarios``) played through the real firmware:
 the bench drives each scenario's current, temperature and pressure program with the
 firmware's own commands and judges the firmware's link output. Short variants run by
-default; the full-length ones are ``slow``.
-
-Dendrite scenarios need the firmware's detection (impedance tracking + ``echem_alarm``
-events, being wired into ``app.py``): they ask the firmware for ``track_impedance`` and
-xfail with the firmware's own answer while it does not have it."""
+default; the full-length ones are ``slow``. Detection (dendrite scenarios alarm before
+the hard short, healthy ones raise nothing) is in test_bench_detection.py."""
 
 from __future__ import annotations
 
@@ -16,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from fieldrig_hil.bench import BenchRig
+from fieldrig_hil.bench.detection import DENDRITE_SCENARIOS
 from fieldrig_hil.bench.report import track_impedance, write_report
 from fieldrig_hil.cell.scenarios import list_scenarios
 
 FATAL_TRIPS = {"rtd_open", "rtd_short", "loadcell_sat", "over_temp", "heater_runaway",
                "over_current", "over_voltage", "over_pressure", "watchdog"}
-DENDRITE = ["dendrite_over_ccd", "soft_to_hard_short", "ccd_ladder", "pulsed_single_crystal",
-            "voids_low_pressure"]
 # Not playable through the firmware yet: the MHz pulse protocol needs a recipe with a PIO
 # pulse step (the bench already reads the PIO waveform: Outputs.gate_*).
 NOT_PLAYABLE = {"pulsed_polycrystal"}
@@ -34,7 +30,7 @@ def trips(rig: BenchRig) -> list[str]:
 
 def test_every_registered_scenario_is_classified() -> None:
     covered = {"healthy_cycling", "false_alarm_steps", "sensor_faults", "heater_stuck_on",
-               "creep_short_high_pressure", *DENDRITE, *NOT_PLAYABLE}
+               "creep_short_high_pressure", *DENDRITE_SCENARIOS, *NOT_PLAYABLE}
     assert set(list_scenarios()) == covered
 
 
@@ -89,18 +85,6 @@ def test_creep_short_pressure_is_refused_by_the_firmware(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["healthy_cycling", "false_alarm_steps"])
-def test_healthy_scenarios_raise_no_alarm(bench_rig: Callable[..., BenchRig], name: str) -> None:
-    params: dict[str, object] = {"hours": 1.0}
-    rig = bench_rig(scenario=name, seed=54, drive=True, step_ms=500, scenario_params=params)
-    sc = rig.scenario
-    assert sc is not None
-    rig.run_for(sc.duration_s)
-    assert not FATAL_TRIPS & set(trips(rig))
-    assert rig.event_bodies("echem_alarm") == []
-
-
-@pytest.mark.slow
 def test_heater_stuck_on_scenario_ends_safe(bench_rig: Callable[..., BenchRig]) -> None:
     rig = bench_rig(scenario="heater_stuck_on", seed=55, drive=True, step_ms=250,
                     scenario_params={"after_s": 120.0, "hours": 0.25})
@@ -108,30 +92,3 @@ def test_heater_stuck_on_scenario_ends_safe(bench_rig: Callable[..., BenchRig]) 
                   600.0, "heater trip")
     rig.step()
     assert rig.outputs is not None and rig.outputs.safe
-
-
-def _needs_detection(rig: BenchRig) -> None:
-    reply = rig.command("track_impedance", {"period_s": 30.0})
-    if reply.get("ok") is not True:
-        pytest.xfail(f"firmware cannot track impedance yet: {reply}")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", DENDRITE)
-def test_dendrite_scenario_alarms_before_the_hard_short(
-    bench_rig: Callable[..., BenchRig], name: str,
-) -> None:
-    rig = bench_rig(scenario=name, seed=56, drive=True, step_ms=250)
-    _needs_detection(rig)
-    assert rig.plant is not None
-    sc = rig.scenario
-    assert sc is not None
-
-    def hard_short() -> bool:
-        assert rig.plant is not None
-        return any(e.kind == "hard_short" for e in rig.plant.cell.events)
-
-    rig.run_until(lambda: hard_short() or bool(rig.event_bodies("echem_alarm")),
-                  sc.duration_s, "alarm or hard short")
-    # The run stops at whichever came first: an alarm must be there.
-    assert rig.event_bodies("echem_alarm"), "hard short with no alarm before it"
