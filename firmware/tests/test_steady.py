@@ -122,6 +122,6 @@ def echem_steady(passes):
     print("ECHEM STEADY OK" if ok else "ECHEM STEADY FAIL")
 
 
-def test_deployed_firmware_with_recipe_and_impedance_is_flat_in_320k():
-    _deployed_steady(FIRMWARE_MODULES + ECHEM_MODULES + ("test_steady",), "320K",
+def test_deployed_firmware_with_recipe_and_impedance_is_flat_in_336k():
+    _deployed_steady(FIRMWARE_MODULES + ECHEM_MODULES + ("test_steady",), "336K",
                      "test_steady.echem_steady(50000)", "ECHEM STEADY OK")
