@@ -32,10 +32,9 @@ from fieldrig import link
 from fieldrig.echem import detect, impedance
 from fieldrig.echem_host import route_alarm
 
-try:  # the type comments' names; the board has no typing module
+TYPE_CHECKING = False  # the type comments' names: the checker's only, never imported here
+if TYPE_CHECKING:
     from typing import Any  # noqa: F401
-except ImportError:
-    pass
 
 # Board-overridable defaults (board key ``echem``: {name: value}).
 OPTIONS = {

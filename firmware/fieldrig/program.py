@@ -32,10 +32,9 @@ from fieldrig.echem_host import (
 )
 from fieldrig.recipe_store import RecipeStore
 
-try:  # the type comments' names; the board has no typing module
+TYPE_CHECKING = False  # the type comments' names: the checker's only, never imported here
+if TYPE_CHECKING:
     from typing import Any  # noqa: F401
-except ImportError:
-    pass
 
 CURSOR_SAVE_S = 60  # periodic cursor save: at most this much step time is lost by a reset
 MS_REBASE = 1 << 28  # keep the runner's ms counter a small int on 32-bit ports

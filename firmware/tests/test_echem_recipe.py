@@ -81,6 +81,8 @@ BAD = [
      'mitigation.hard_short.actions: a hard short always ends in ["safe_state"]'),
     (_set(("mitigation",), {"void": {"pressure_max_mpa": 80}}),
      "mitigation.void.pressure_max_mpa: must be > 0.0 and <= 25.0"),
+    (_set(("mitigation",), {"soft_short": {"recheck": 1}}),
+     "mitigation.soft_short.recheck: must be true or false"),
     (_set(("stop_on",), ["meltdown"]),
      'stop_on: unknown alarm kind "meltdown" (one of soft_short, hard_short, void, crack)'),
 ]
@@ -375,22 +377,16 @@ def test_abort_is_safe_and_sticky():
     assert out.done and out.current_ma == 0.0
 
 
-def test_builtins_validate_and_ccd_ladder_reports_ccd():
-    for r in (R.symmetric_cycling(0.785, 0.5, 0.5, 100, rest_s=60),
-              R.ccd_ladder(0.785), R.gitt(0.785, 0.2, 600, 3600, 20),
-              R.temperature_hold(0.785, 60.0, 3600), R.pressure_hold(0.785, 5.0, 600)):
-        R.validate(r)
-    ladder = R.ccd_ladder(1.0, start_ma_cm2=0.1, step_ma_cm2=0.1, max_ma_cm2=1.0,
-                          capacity_mah_cm2=0.01, rest_s=1)
-    run = RecipeRunner(ladder)
+def _run_ladder(run, shorted):
+    """Tick a ladder at 1 s until it is done; a soft_short alarm comes on the tick after
+    ``shorted(out)``. Returns (last Output, recipe_done event or None)."""
     cell = Cell()
     t = 0
     done = None
     for _ in range(20000):
-        # The synthetic cell shorts while plating above 0.35 mA/cm2 (10 s in).
         out = run.tick(t, cell.m)
         cell.m.events = ()
-        if out.step_type == "plate" and out.current_ma > 0.35 and run.step_elapsed_ms > 10000:
+        if shorted(out):
             cell.m.events = ({"event": "echem_alarm", "kind": "soft_short", "confidence": 0.8},)
         cell.apply(out, 1.0)
         for a in out.actions:
@@ -399,6 +395,24 @@ def test_builtins_validate_and_ccd_ladder_reports_ccd():
         if out.done:
             break
         t += 1000
+    return out, done
+
+
+def test_builtins_validate_and_ccd_ladder_reports_ccd():
+    for r in (R.symmetric_cycling(0.785, 0.5, 0.5, 100, rest_s=60),
+              R.ccd_ladder(0.785), R.gitt(0.785, 0.2, 600, 3600, 20),
+              R.temperature_hold(0.785, 60.0, 3600), R.pressure_hold(0.785, 5.0, 600)):
+        R.validate(r)
+    ladder = R.ccd_ladder(1.0, start_ma_cm2=0.1, step_ma_cm2=0.1, max_ma_cm2=1.0,
+                          capacity_mah_cm2=0.01, rest_s=1)
+    run = RecipeRunner(ladder)
+
+    def shorted(out):
+        # The synthetic cell shorts while plating above 0.35 mA/cm2 (10 s in).
+        return (out.step_type == "plate" and out.current_ma > 0.35
+                and run.step_elapsed_ms > 10000)
+
+    out, done = _run_ladder(run, shorted)
     assert done is not None and done["result"] == "stopped", done
     assert done["reason"] == "stop_on:soft_short"
     assert abs(done["ccd_ma_cm2"] - 0.4) < 1e-9 and abs(done["last_passed_ma_cm2"] - 0.3) < 1e-9
@@ -411,25 +425,14 @@ def test_ccd_ladder_short_seen_in_the_rest_counts_for_the_rung_before_it():
     # did not pass.
     ladder = R.ccd_ladder(1.0, start_ma_cm2=0.1, step_ma_cm2=0.1, max_ma_cm2=1.0,
                           capacity_mah_cm2=0.001, rest_s=30)
-    run = RecipeRunner(ladder)
-    cell = Cell()
-    t = 0
-    done = None
-    seen_04 = False
-    for _ in range(20000):
-        out = run.tick(t, cell.m)
-        cell.m.events = ()
+    seen = []
+
+    def shorted(out):
         if out.step_type == "plate" and abs(out.current_ma - 0.4) < 1e-9:
-            seen_04 = True
-        if seen_04 and out.step_type == "rest":
-            cell.m.events = ({"event": "echem_alarm", "kind": "soft_short", "confidence": 0.8},)
-        cell.apply(out, 1.0)
-        for a in out.actions:
-            if a.get("event") == "recipe_done":
-                done = a
-        if out.done:
-            break
-        t += 1000
+            seen.append(True)
+        return bool(seen) and out.step_type == "rest"
+
+    _, done = _run_ladder(RecipeRunner(ladder), shorted)
     assert done is not None and done["reason"] == "stop_on:soft_short", done
     assert abs(done["ccd_ma_cm2"] - 0.4) < 1e-9, done
     assert abs(done["last_passed_ma_cm2"] - 0.3) < 1e-9, done
