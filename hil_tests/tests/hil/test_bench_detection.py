@@ -48,8 +48,6 @@ def test_dendrite_scenario_raises_soft_short_before_the_hard_short(
     # the electrolyte intercept in steps that the crack row takes for a fracture.
 
 
-# slow until it has run green on the bench with the present detector (added this stop).
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FALSE_ALARM_SCENARIOS))
 def test_healthy_scenario_with_condition_steps_raises_no_alarm(
     tmp_path: Path, name: str,
@@ -78,7 +76,6 @@ def test_full_length_healthy_scenario_raises_no_alarm(tmp_path: Path, name: str)
     assert run.alarms == [], run.line()
 
 
-@pytest.mark.slow  # until it has run green on the bench (added this stop)
 def test_mitigation_keeps_a_dendrite_scenario_from_the_hard_short(tmp_path: Path) -> None:
     run = mitigated_dendrite(tmp_path)
     print("\n" + run.line())
