@@ -447,10 +447,16 @@ class ImpedanceHost:
             # mitigation) would leave the detector blind to a hard short. Not at the
             # train's mean current: as DC that can exceed the cell's DC CCD (the very
             # thing pulsing avoids) and nucleate a filament in one block.
+            # The stage goes off with the gate: the block restores the set-point it
+            # finds, and the pulse amplitude without its gate would flow as DC until
+            # the recipe's next tick restarts the train (gate first, then amplitude).
             dc = 0.0
             gate.stop()
-            if rig.recipes is not None:
-                rig.recipes._pulse = None
+            g.set_current_ma(0.0)
+            rh = rig.recipes
+            if rh is not None:
+                rh._pulse = None
+                rh._applied_ma = None
         # No |Z| known yet: a probe block at the smallest amplitude only sizes the next
         # one (a badly quantised probe must not reach the link or the detector's
         # baselines); the real block follows at the next service call.

@@ -345,16 +345,18 @@ class RecipeHost:
         rig = self.rig
         g = rig.galvanostat
         want = out.current_ma if out.output_on else 0.0
+        if out.pulse != self._pulse and out.pulse is not None:
+            # The gate first: a pulse amplitude set while the stage still conducts DC
+            # would flow as DC until the train starts (range relay, SPI: ms on a board),
+            # and DC at a pulse amplitude is what a pulsed protocol exists to avoid
+            # (it is above a polycrystal's DC CCD).
+            pulse_gate(rig).start(self.runner.program)
+            self._pulse = out.pulse
         if want != self._applied_ma:
             g.set_current_ma(want)
             self._applied_ma = want
-        if out.pulse != self._pulse:
-            if out.pulse is None:
-                self._stop_pulse()
-            else:
-                gate = pulse_gate(rig)
-                gate.start(self.runner.program)
-                self._pulse = out.pulse
+        if out.pulse is None:
+            self._stop_pulse()
 
     def _stop_pulse(self):
         if self._pulse is not None:

@@ -210,6 +210,38 @@ def _soft_short_is_mitigated_and_a_hard_short_latches_the_safe_state():
     assert r["ok"] is False and r["error"] == "tripped", r
 
 
+PULSED = {"recipe": 1, "name": "pulsed-plating", "area_cm2": 1.0, "steps": [
+    {"type": "pulse", "direction": "plate", "on_ma_cm2": 1.0, "off_ma_cm2": 0.0,
+     "freq_hz": 1000.0, "duty": 0.5, "until": {"time_s": 30}}]}
+
+
+def _a_pulse_amplitude_never_flows_as_dc():
+    # A pulse amplitude on the stage without its running train is DC at the amplitude:
+    # above a polycrystal's DC CCD, the very thing pulsing avoids. Tracking pauses the
+    # train for its blocks; between loop passes the stage is either gated or off.
+    from fieldrig.echem_host import pulse_gate, recipe_host
+
+    cell = _cell()
+    b = Bench(cell=cell, creep_tau_s=1e12, echem={"track_period_s": 1})
+    b.run_ms(600)
+    host = recipe_host(b.rig)
+    host.load(PULSED)
+    host.start()
+    gate = pulse_gate(b.rig)
+    gated = 0
+    for _ in range(1000):  # 10 s in 10 ms slices: about 10 tracking blocks
+        b.run_ms(10)
+        on = cell.range_index >= 0 and cell.fraction != 0.0
+        assert not on or gate.busy(), (b.clock.s, cell.range_index, cell.fraction)
+        gated += 1 if on else 0
+    from fieldrig.echem_host import impedance_host
+
+    assert impedance_host(b.rig).blocks >= 5
+    assert gated > 900  # and the train runs (restarted after each block)
+    starts = [e for e in gate.log if e["kind"] != "stop"]
+    assert len(starts) >= 5 and starts[-1]["on_ma"] == 1.0, starts
+
+
 class _CodesAdc:
     """A block ADC double that writes small ints only (the allocation test must see
     the firmware's allocations, not a plant model's floats)."""
@@ -266,6 +298,10 @@ def test_eis_step_sweeps_and_sends_the_spectrum():
 
 def test_soft_short_is_mitigated_and_a_hard_short_latches_the_safe_state():
     run_isolated(HERE, "_soft_short_is_mitigated_and_a_hard_short_latches_the_safe_state")
+
+
+def test_a_pulse_amplitude_never_flows_as_dc():
+    run_isolated(HERE, "_a_pulse_amplitude_never_flows_as_dc")
 
 
 def test_hot_paths_allocate_nothing():
