@@ -401,6 +401,8 @@ class Sync:
             gate_level = BENCH.level(gate_pin)
             duty = high_gpio / (now - t0) if now > t0 else float(gate_level)
         self.gate_t_ns = now
+        if sm is not None:
+            sm.forget_before(now)  # the next step's duty starts here
         heater = w.heater
         energy = heater.energy_since(0.0)
         heater_j = energy - self.heater_j0

@@ -382,6 +382,7 @@ class StateMachine:
         self._t0_ns = BENCH.now_ns
         self._cycle = 0
         self._segments = [_Segment(0, levels)]
+        self._forgotten_rises = {}  # pin -> rising edges in segments forgotten
         self._snapshots = {}
         self.halted = None
         self._active = False
@@ -641,9 +642,28 @@ class StateMachine:
         k, r = divmod(cycle - seg.start, seg.period)
         return k * self._high_in_pattern(seg, pin) + self._high_in_pattern(seg, pin, r)
 
+    def forget_before(self, t_ns):
+        """Drop the recorded waveform that ended before ``t_ns`` (bench API: the board
+        calls it once a lockstep step is reported, so a run that starts and stops trains
+        for hours keeps a bounded record; the pulse count carries over)."""
+        c = self._cycle_at(t_ns)
+        segs = self._segments
+        k = 0
+        while k < len(segs) - 1 and segs[k].end is not None and segs[k].end <= c:
+            k += 1
+        if k == 0:
+            return
+        for pin in self._pins:
+            self._forgotten_rises[pin] = (self._forgotten_rises.get(pin, 0)
+                                          + self._rises_in(segs[:k], pin, c))
+        self._segments = segs[k:]
+
     def _rising_edges(self, pin, c1):
+        return self._forgotten_rises.get(pin, 0) + self._rises_in(self._segments, pin, c1)
+
+    def _rises_in(self, segments, pin, c1):
         n = 0
-        for seg in self._segments:
+        for seg in segments:
             evs = seg.edges.get(pin, ())
             rises = [e for e in evs if e[1] == 1]
             if seg.period:

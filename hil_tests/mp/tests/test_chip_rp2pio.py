@@ -150,3 +150,30 @@ def test_a_long_counted_train_is_periodic_until_its_counter_runs_out():
     BENCH.advance_ms(60)
     d = sm.describe(GATE)
     assert d["pulses"] == 100_001 and d["level"] == 0 and d["halted"] == "pull", d
+
+
+def test_a_train_paused_for_hours_keeps_a_bounded_record():
+    # Tracking pauses a recipe's train every block: thousands of start/stop cycles in a
+    # long run. The board forgets what each reported step no longer needs; the pulse
+    # count and the duty of the present step stay exact.
+    fresh()
+    sm = rp2.StateMachine(0, pwm_gate, freq=1_000_000, set_base=Pin(GATE))
+    for _ in range(300):
+        sm.active(1)
+        sm.put(7)  # 10 us high
+        sm.put(17)  # 20 us low
+        BENCH.advance_ms(3)  # 100 pulses
+        sm.active(0)
+        sm.exec("set(pins, 0)")
+        sm.restart()
+        BENCH.advance_ms(1)
+        sm.forget_before(BENCH.now_ns)
+    assert len(sm._segments) <= 3, len(sm._segments)
+    assert sm.describe(GATE)["pulses"] == 300 * 100
+    sm.active(1)
+    sm.put(7)
+    sm.put(17)
+    t0 = BENCH.now_ns
+    BENCH.advance_ms(3)
+    assert abs(sm.duty(GATE, t0, BENCH.now_ns) - 1 / 3) < 1e-3
+    assert sm.describe(GATE)["pulses"] == 300 * 100 + 100
