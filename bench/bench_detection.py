@@ -8,9 +8,10 @@ to short within about 1.5 h) the firmware tracks impedance every 30 s and the ru
 on to the cell's hard short (or the firmware's safe state): the lead time is the hard
 short minus the first ``soft_short`` alarm, both on the bench. Healthy scenarios with
 temperature, pressure and current steps count false alarms. CCD ladders (the firmware's
-built-in ``ccd_ladder`` recipe, DC and 1 MHz pulses) compare the recipe's CCD with the
-cell's. ``--write`` puts the tables in docs/benchmarks_detection.md; the last line of
-output is a JSON summary (``bench/run_all.py`` reads it).
+built-in ``ccd_ladder`` recipe, DC and 1 MHz pulses: ``CCD_LADDERS``) compare the
+recipe's CCD with the cell's. ``--write`` puts the tables in
+docs/benchmarks_detection.md; the last line of output is a JSON summary
+(``bench/run_all.py`` reads it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from fieldrig_hil.bench.detection import (
+    CCD_LADDERS,
     DENDRITE_SCENARIOS,
     FALSE_ALARM_SCENARIOS,
     ladder,
@@ -34,12 +36,6 @@ from fieldrig_hil.bench.detection import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks_detection.md"
-LADDERS = [  # preset, start, step, max (mA/cm2), pulse Hz
-    ("llzo_poly", 0.3, 0.1, 1.2, 0.0),
-    ("llzo_poly", 1.0, 0.5, 6.0, 1e6),
-    ("llzo_single", 0.3, 0.1, 1.2, 0.0),
-    ("llzo_single", 0.3, 0.1, 1.2, 1e6),
-]
 
 
 def _f(x: float) -> str:
@@ -95,21 +91,20 @@ def main() -> int:
                 lines.append(f"| {r.scenario} | `{json.dumps(r.params)}` | "
                              f"{r.virtual_s / 3600:.2f} | {len(r.alarms)} | {r.wall_s:.0f} |")
             lads = []
-            for preset, start, step, top, hz in LADDERS:
-                lr = ladder(work / f"ladder-{preset}-{hz:g}", preset, start, step, top,
-                            pulse_hz=hz)
+            for lname, kwargs in CCD_LADDERS.items():
+                lr = ladder(work / f"ladder-{lname}", **kwargs)
                 print(lr.line(), flush=True)
                 lads.append(lr)
-            summary["ccd_worst_error"] = max(abs(x.error) for x in lads if x.pulse_hz == 0)
+            summary["ccd_worst_error"] = max(abs(x.error) for x in lads)
             lines += ["", "## CCD ladders (the firmware's built-in recipe)", "",
                       "| cell | protocol | recipe CCD (mA/cm²) | last passed | cell's CCD | "
-                      "error | wall (s) |", "|---|---|---|---|---|---|---|"]
+                      "error | cell's DC CCD | wall (s) |", "|---|---|---|---|---|---|---|---|"]
             for x in lads:
                 proto = f"{x.pulse_hz / 1e6:g} MHz pulses, 50 %" if x.pulse_hz else "DC"
                 lines.append(f"| {x.preset}, {x.pressure_mpa:g} MPa | {proto} | "
                              f"{x.ccd_ma_cm2:g} | {x.last_passed_ma_cm2:g} | "
                              f"{x.true_ccd_ma_cm2:.3f} | {100 * x.error:+.1f} % | "
-                             f"{x.wall_s:.0f} |")
+                             f"{x.true_dc_ccd_ma_cm2:.3f} | {x.wall_s:.0f} |")
             m = mitigated_dendrite(work / "mitigation")
             print(m.line(), flush=True)
             summary["mitigation"] = m.line()

@@ -39,6 +39,22 @@ FALSE_ALARM_SCENARIOS: dict[str, dict[str, Any]] = {
     "false_alarm_steps": {"hours": 1.0},                       # T, p and j steps
 }
 TRACK_PERIOD_S = 30.0
+# CCD ladders (``ladder`` keyword arguments) of CI and the benchmark. A pulsed filament
+# grows about 12x slower in polycrystalline LLZO (1.1 vs 13.7 um/s per mA/cm2): a rung
+# must pass enough charge to bridge the 600 um separator once it nucleates (0.2 mAh/cm2
+# per half, not 0.02), and at 12 MPa the stripping half stays below the stripping CCD
+# (3.0 mA/cm2; at 8 MPa 1.3, below the train's mean current: voids, not the CCD).
+CCD_LADDERS: dict[str, dict[str, Any]] = {
+    "llzo_poly_dc": {"preset": "llzo_poly", "start_ma_cm2": 0.3, "step_ma_cm2": 0.1,
+                     "max_ma_cm2": 1.2, "pressure_mpa": 12.0},
+    "llzo_poly_pulsed": {"preset": "llzo_poly", "start_ma_cm2": 2.0, "step_ma_cm2": 0.5,
+                         "max_ma_cm2": 6.0, "pressure_mpa": 12.0, "pulse_hz": 1e6,
+                         "capacity_mah_cm2": 0.2},
+    "llzo_single_dc": {"preset": "llzo_single", "start_ma_cm2": 0.25, "step_ma_cm2": 0.1,
+                       "max_ma_cm2": 1.2},
+    "llzo_single_pulsed": {"preset": "llzo_single", "start_ma_cm2": 0.25,
+                           "step_ma_cm2": 0.1, "max_ma_cm2": 1.2, "pulse_hz": 1e6},
+}
 
 
 @dataclass
@@ -160,6 +176,7 @@ class LadderRun:
     ccd_ma_cm2: float            # the firmware's recipe_done ccd_ma_cm2 (NaN: none)
     last_passed_ma_cm2: float
     true_ccd_ma_cm2: float       # the cell's plating CCD for this protocol
+    true_dc_ccd_ma_cm2: float    # the same cell's DC plating CCD
     reason: str
     virtual_s: float
     wall_s: float
@@ -207,6 +224,8 @@ def ladder(workdir: Path, preset: str, start_ma_cm2: float, step_ma_cm2: float,
     proto = dg.PulseProtocol.square(pulse_hz, 0.5) if pulse_hz else None
     true_ccd = dg.critical_current_density(get_preset(preset), pressure_mpa, sc.temperature_c,
                                            proto).plating_ma_cm2
+    true_dc = dg.critical_current_density(get_preset(preset), pressure_mpa,
+                                          sc.temperature_c).plating_ma_cm2
     t0 = time.perf_counter()
     with BenchRig(workdir, scenario=sc, seed=seed, drive=False, step_ms=step_ms) as rig:
         for part in recipe_load_parts(r):
@@ -228,8 +247,8 @@ def ladder(workdir: Path, preset: str, start_ma_cm2: float, step_ma_cm2: float,
         return float(v) if isinstance(v, (int, float)) else math.nan
 
     return LadderRun(preset, pressure_mpa, pulse_hz, num("ccd_ma_cm2"),
-                     num("last_passed_ma_cm2"), true_ccd, str(done.get("reason")), virtual,
-                     time.perf_counter() - t0)
+                     num("last_passed_ma_cm2"), true_ccd, true_dc, str(done.get("reason")),
+                     virtual, time.perf_counter() - t0)
 
 
 # -- mitigation --------------------------------------------------------------------------
