@@ -15,23 +15,14 @@ from __future__ import annotations
 import ast
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from fieldrig_hil.firmware_build import firmware_module
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-
-
-def _firmware(name: str) -> ModuleType:
-    fw = str(ROOT / "firmware")
-    if fw not in sys.path:
-        sys.path.insert(0, fw)
-    module = __import__(name, fromlist=["_"])
-    assert Path(module.__file__ or "").is_relative_to(ROOT / "firmware")
-    return module
 
 
 def section(text: str, heading: str) -> str:
@@ -68,12 +59,12 @@ def recipes_md() -> str:
 
 
 def test_top_level_fields_are_the_validators(recipes_md: str) -> None:
-    recipe = _firmware("fieldrig.echem.recipe")
+    recipe = firmware_module("fieldrig.echem.recipe")
     assert sorted(first_column(section(recipes_md, "Top level"))) == sorted(recipe.TOP_FIELDS)
 
 
 def test_every_step_type_and_its_fields_are_documented(recipes_md: str) -> None:
-    recipe = _firmware("fieldrig.echem.recipe")
+    recipe = firmware_module("fieldrig.echem.recipe")
     steps = section(recipes_md, "Steps")
     documented = re.findall(r"^### `([a-z_]+)`$", steps, re.M)
     assert documented == list(recipe.STEP_TYPES)
@@ -86,13 +77,13 @@ def test_every_step_type_and_its_fields_are_documented(recipes_md: str) -> None:
 
 
 def test_end_conditions_are_the_validators(recipes_md: str) -> None:
-    recipe = _firmware("fieldrig.echem.recipe")
+    recipe = firmware_module("fieldrig.echem.recipe")
     body = section(recipes_md, "End conditions (`until`)")
     assert sorted(first_column(body)) == sorted(recipe.UNTIL_FIELDS)
 
 
 def test_alarm_kinds_actions_and_parameters_are_the_policys(recipes_md: str) -> None:
-    mit = _firmware("fieldrig.echem.mitigation")
+    mit = firmware_module("fieldrig.echem.mitigation")
     mitigation = section(recipes_md, "Mitigation")
     kinds = [k for k in first_column(mitigation) if k in mit.KINDS or k in mit.DEFAULT_POLICY]
     assert sorted(set(kinds)) == sorted(mit.KINDS) == sorted(mit.DEFAULT_POLICY)
@@ -109,7 +100,7 @@ def test_alarm_kinds_actions_and_parameters_are_the_policys(recipes_md: str) -> 
 
 
 def test_every_json_example_validates(recipes_md: str) -> None:
-    recipe = _firmware("fieldrig.echem.recipe")
+    recipe = firmware_module("fieldrig.echem.recipe")
     blocks = re.findall(r"```json\n(.*?)```", recipes_md, re.S)
     assert len(blocks) >= 2
     for text in blocks:
@@ -117,7 +108,7 @@ def test_every_json_example_validates(recipes_md: str) -> None:
 
 
 def test_example_files_are_listed_and_valid(recipes_md: str) -> None:
-    recipe = _firmware("fieldrig.echem.recipe")
+    recipe = firmware_module("fieldrig.echem.recipe")
     listed = first_column(section(recipes_md, "Examples"))
     files = sorted(p.name for p in (DOCS / "recipes").glob("*.json"))
     assert sorted(listed) == files
@@ -126,7 +117,7 @@ def test_example_files_are_listed_and_valid(recipes_md: str) -> None:
 
 
 def test_validator_error_example_is_the_real_message(recipes_md: str) -> None:
-    recipe = _firmware("fieldrig.echem.recipe")
+    recipe = firmware_module("fieldrig.echem.recipe")
     bad = {"recipe": 1, "name": "x", "area_cm2": 1.0,
            "steps": [{"type": "rest", "until": {"time_s": 1}}, {"type": "rest", "until": {
                "time_s": 1}}, {"type": "loop", "count": 2, "steps": [

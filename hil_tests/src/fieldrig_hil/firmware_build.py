@@ -8,12 +8,14 @@ native architecture so ``@micropython.native``/``viper`` code runs too.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[3] / "firmware"
 # mpy-cross -march for the unix port on this host; the RP2350 (Cortex-M33 with
@@ -24,6 +26,19 @@ BOARD_MARCH = "armv7emsp"
 
 class FirmwareBuildError(RuntimeError):
     pass
+
+
+def firmware_module(name: str) -> ModuleType:
+    """A firmware module imported into CPython (``fieldrig.echem.recipe``: the built-in
+    recipes, validation, mitigation tables), so the bench and the docs' tests use the
+    firmware's own definitions rather than copies. Only modules that run on both."""
+    fw = str(FIRMWARE_DIR)
+    if fw not in sys.path:
+        sys.path.insert(0, fw)
+    module = importlib.import_module(name)
+    if not Path(module.__file__ or "").is_relative_to(FIRMWARE_DIR):
+        raise FirmwareBuildError(f"{name} was imported from {module.__file__}, not firmware/")
+    return module
 
 
 def mpy_cross() -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from fieldrig_hil.cell.scenarios import build_scenario, run_scenario
 
+from ..firmware_build import firmware_module
 from .rig import BenchRig
 
 # The scenarios that grow a filament to a short (expect_short), and the parameters that
@@ -193,17 +194,6 @@ class LadderRun:
                 f"{self.wall_s:.0f} s wall")
 
 
-def _firmware_recipes() -> Any:
-    import sys
-
-    fw = str(Path(__file__).resolve().parents[4] / "firmware")
-    if fw not in sys.path:
-        sys.path.insert(0, fw)
-    from fieldrig.echem import recipe  # type: ignore[import-not-found]  # firmware built-ins
-
-    return recipe
-
-
 def ladder(workdir: Path, preset: str, start_ma_cm2: float, step_ma_cm2: float,
            max_ma_cm2: float, pressure_mpa: float = 8.0, pulse_hz: float = 0.0,
            capacity_mah_cm2: float = 0.02, rest_s: float = 30.0, seed: int = 57,
@@ -214,7 +204,7 @@ def ladder(workdir: Path, preset: str, start_ma_cm2: float, step_ma_cm2: float,
     from fieldrig_hil.cell.materials import get_preset
     from fieldrig_hil.demo_programs import recipe_load_parts
 
-    recipes = _firmware_recipes()
+    recipes: Any = firmware_module("fieldrig.echem.recipe")
     sc = build_scenario("ccd_ladder", preset=preset, pressure_mpa=pressure_mpa)
     area = sc.geometry.area_cm2
     r = recipes.ccd_ladder(area, start_ma_cm2, step_ma_cm2, max_ma_cm2, capacity_mah_cm2,
