@@ -25,7 +25,8 @@ Three layers, each a table:
 
 2. ROWS: a statistic per signal with a threshold, like the safety diagnosis table:
    one-sided CUSUM (Page) on z, g = max(0, g + z - k) for "up" (and on -z for "down"),
-   active once g > h for min_duration_s; or an absolute level below a limit. Each row's
+   active once g > h for min_duration_s; a jump (the largest rise of z between two
+   consecutive observations, held); or an absolute level below a limit. Each row's
    confidence is c_at_h at g = h rising linearly to c_max at g = 2h.
 
 3. DIAGNOSES: which rows make a kind. soft_short needs impedance falling at both
@@ -47,6 +48,7 @@ ABSOLUTE = "absolute"
 # Row statistics
 CUSUM_UP = "cusum_up"
 CUSUM_DOWN = "cusum_down"
+JUMP_UP = "jump_up"
 BELOW = "below"
 
 
@@ -114,8 +116,11 @@ ROWS = (
     Row("phase_to_zero",      "phase_mid_deg", CUSUM_DOWN, 0.5, 8.0,  60,  None,       0.3, 0.6),
     Row("v_noise_rise",       "ln_v_noise",    CUSUM_UP,   1.0, 8.0,  60,  "current",  0.3, 0.6),
     Row("overpotential_drop", "ln_r_dc",       CUSUM_DOWN, 0.5, 8.0,  60,  "plating",  0.3, 0.6),
-    # A crack is a step: large allowance (only big jumps count), quick threshold.
-    Row("z_hf_step",          "ln_z_hf",       CUSUM_UP,   3.0, 10.0, 0,   None,       0.6, 0.95),
+    # A crack is a step: the residual jumps by h sigma from one observation to the next
+    # (a fracture severs a share of the cross-section at once: x2.4 is ~400 sigma). A
+    # rise spread over many observations (contact loss from voids at low stack
+    # pressure: a few sigma each) is not one.
+    Row("z_hf_step",          "ln_z_hf",       JUMP_UP,    0.0, 20.0, 0,   None,       0.6, 0.95),
     # Voids: interfacial resistance creeping up while Li is stripped from the interface.
     Row("r_int_rise",         "ln_r_int",      CUSUM_UP,   0.5, 10.0, 120, "stripping", 0.5, 0.9),
     Row("short_z_abs",        "z_hf_ohm",      BELOW,      0.0, 5.0,  0,   None,       0.9, 1.0,
@@ -474,12 +479,23 @@ class Detector:
         else:
             z = zs.get(row.signal)
             if z is None:
+                if row.stat == JUMP_UP:
+                    self.last_z[j] = None  # a re-anchored reference is no jump
                 return  # learning or not measured: statistic frozen
+            prev = self.last_z[j]
             self.last_z[j] = z
             self.last_value[j] = vals.get(row.signal)
-            step = z - row.k if row.stat == CUSUM_UP else -z - row.k
-            g = self.g[j] + step
-            self.g[j] = g if g > 0 else 0.0
+            if row.stat == JUMP_UP:
+                # The largest jump seen, held: a fracture does not heal (rebaseline()
+                # forgets it, with the cell). Only the part above the baseline counts: a
+                # shorting cell's intercept, far below it and noisy, is not cracking.
+                jump = z - (prev if prev > 0.0 else 0.0) - row.k if prev is not None else 0.0
+                if jump > self.g[j]:
+                    self.g[j] = jump
+            else:
+                step = z - row.k if row.stat == CUSUM_UP else -z - row.k
+                g = self.g[j] + step
+                self.g[j] = g if g > 0 else 0.0
             cond = self.g[j] > row.h
             level = row.h
         if cond:
@@ -564,6 +580,7 @@ class Detector:
             self.g[j] = 0.0
             self.since[j] = None
             self.active[j] = False
+            self.last_z[j] = None
         self.raised = {}
         self.ref_t = None
 
