@@ -37,7 +37,6 @@ from fieldrig.clock import US_PER_S, diff_ms
 
 # The rp2 stubs know neither the bench's BENCH nor the wiring module: look them up.
 BENCH = getattr(machine, "BENCH")
-ResetRequested = getattr(machine, "ResetRequested")
 wiring = __import__("wiring")
 
 PROTOCOL = 1
@@ -229,6 +228,7 @@ class Sync:
         self._link = link
         self._sock = socket.socket(_af_unix(), socket.SOCK_STREAM)
         self._sock.connect(_unix_addr(path))
+        BENCH.on_reset = self.reset  # every reset, wherever the firmware is
         self.step_end_ns = 0
         self.steps = 0
         self._hdr = bytearray(HEADER_SIZE)
@@ -487,14 +487,10 @@ class BenchClock:
 
     def _wait_ns(self, target_ns):
         sync = self._sync
-        try:
-            while target_ns >= sync.step_end_ns:
-                BENCH.advance_to_ns(sync.step_end_ns)
-                sync.exchange()
-            BENCH.advance_to_ns(target_ns)
-        except ResetRequested as exc:
-            sync.reset(exc.args[0] if exc.args else "reset")
-            raise
+        while target_ns >= sync.step_end_ns:
+            BENCH.advance_to_ns(sync.step_end_ns)
+            sync.exchange()
+        BENCH.advance_to_ns(target_ns)
         self.update()
 
 

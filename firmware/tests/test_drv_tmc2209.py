@@ -120,6 +120,18 @@ def test_requested_slower_rate_is_kept():
     assert time.ticks_diff(time.ticks_us(), t0) >= 9 * 2000
 
 
+def test_a_step_after_a_long_idle_does_not_wait_for_the_tick_wrap():
+    # ticks_us wraps every 2^30 us: a last step "2^29 + 100 us ago" reads as 2^29 - 100 us
+    # ahead. The step must go now, not busy-wait ~9 min into the watchdog.
+    drv, _, _, _ = _press()
+    drv.enable()
+    drv._last_step_us = time.ticks_add(time.ticks_us(), (1 << 29) - 100)
+    t0 = time.ticks_ms()
+    assert drv.step_once(1, 1000)
+    assert time.ticks_diff(time.ticks_ms(), t0) < 1000
+    assert drv.position_steps == 1
+
+
 def test_end_stop_stops_motion():
     drv, _, _, (step, _, _, _, emax) = _press()
     drv.enable()

@@ -182,6 +182,10 @@ class Bench:
         self.resets = 0
         self.last_reset_cause = PWRON_RESET
         self.raise_on_reset = True
+        # Called with the cause just before a reset: a board that reports resets to its
+        # host (the bench's lockstep) learns of every one, wherever it happens (a
+        # watchdog expiring inside a driver's busy-wait, not only in a sleep).
+        self.on_reset = None
         self.freq_hz = 150_000_000  # RP2350 default system clock
         self.unique_id = b"\xe6\x61\x41\x04\x03\x5f\x2a\x21"
         self.adc_volts = {}
@@ -575,6 +579,8 @@ class Bench:
         self.last_reset_cause = WDT_RESET if cause == "wdt" else PWRON_RESET
         self.wdt.timeout_ns = None
         self.wdt.deadline_ns = None
+        if self.on_reset is not None:
+            self.on_reset(cause)
         if self.raise_on_reset:
             raise ResetRequested(cause)
 

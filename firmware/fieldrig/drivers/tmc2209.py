@@ -160,9 +160,14 @@ class TMC2209:
         self._set_direction(direction)
         if period_us < self._min_period_us:
             period_us = self._min_period_us
-        due = time.ticks_add(self._last_step_us, period_us)
-        while time.ticks_diff(due, time.ticks_us()) > 0:
-            pass  # a busy wait holds the step rate to the microsecond
+        # Wait only while the previous step is less than a period ago. ticks wrap every
+        # 2^30 us (17.9 min): after a press idle for more than half of that, "due" would
+        # read as up to 9 min ahead and the busy wait would run into the watchdog (seen
+        # on the bench: a pressure step after a long hold reset the rig).
+        if 0 <= time.ticks_diff(time.ticks_us(), self._last_step_us) < period_us:
+            due = time.ticks_add(self._last_step_us, period_us)
+            while time.ticks_diff(due, time.ticks_us()) > 0:
+                pass  # a busy wait holds the step rate to the microsecond
         self._step.value(1)
         # Stamped after the rising edge: the next edge is then at least period_us after
         # this one, whatever time the pin call took (the error errs toward slower).

@@ -172,6 +172,23 @@ def test_watchdog_expiry_resets_and_feeds_are_counted():
     assert BENCH.resets == 1
 
 
+def test_a_board_hears_of_every_reset_before_it_happens():
+    # The bench board reports resets to its host through on_reset: a watchdog expiring
+    # inside a driver's busy-wait (not in a lockstep sleep) must be reported too.
+    fresh()
+    heard = []
+    BENCH.on_reset = heard.append
+    WDT(timeout=100)
+    try:
+        BENCH.advance_ms(150)  # e.g. time.ticks_us() in a busy-wait moving virtual time
+        raise AssertionError("no reset")
+    except machine.ResetRequested:
+        pass
+    assert heard == ["wdt"]
+    fresh()
+    assert BENCH.on_reset is None
+
+
 def test_machine_reset_is_not_caught_by_except_exception():
     fresh()
     try:

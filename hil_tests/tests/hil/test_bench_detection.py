@@ -39,6 +39,7 @@ def test_dendrite_scenario_raises_soft_short_before_the_hard_short(
 ) -> None:
     run = play(tmp_path, name, DENDRITE_SCENARIOS[name], until="alarm")
     print("\n" + run.line())
+    assert run.resets == [], run.line()
     assert run.caught, run.line()
     # Not a lucky guess: the cell's filament had bridged (soft short) before the alarm...
     assert run.soft_short_s <= run.first("soft_short"), run.line()
@@ -55,6 +56,7 @@ def test_healthy_scenario_with_condition_steps_raises_no_alarm(
 ) -> None:
     run = play(tmp_path, name, FALSE_ALARM_SCENARIOS[name], until="end")
     print("\n" + run.line())
+    assert run.resets == [], run.line()
     assert run.alarms == [], run.line()
     assert math.isnan(run.hard_short_s)
 
@@ -74,7 +76,7 @@ def test_full_length_dendrite_scenario_alarms_before_the_hard_short(
 def test_full_length_healthy_scenario_raises_no_alarm(tmp_path: Path, name: str) -> None:
     run = play(tmp_path, name, {"hours": 4.0}, until="end")
     print("\n" + run.line())
-    assert run.alarms == [], run.line()
+    assert run.resets == [] and run.alarms == [], run.line()
 
 
 def test_mitigation_keeps_a_dendrite_scenario_from_the_hard_short(tmp_path: Path) -> None:

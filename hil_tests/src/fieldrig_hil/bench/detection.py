@@ -70,6 +70,9 @@ class DetectionRun:
     hard_short_s: float = math.nan      # the cell's hard short on the bench
     expected_hard_short_s: float = math.nan  # the same scenario without firmware reaction
     safe_state_s: float = math.nan      # firmware latched its safe state (echem row)
+    # Firmware resets (cause, t): a rebooted detector has forgotten its baselines, so a
+    # run with one says nothing about false alarms (the rig keeps running, as a board).
+    resets: list[tuple[str, float]] = field(default_factory=list)
     virtual_s: float = 0.0
     wall_s: float = 0.0
 
@@ -106,7 +109,8 @@ class DetectionRun:
         return (f"{self.scenario} {self.params}: alarms {kinds}; cell soft short "
                 f"{f(self.soft_short_s)} s, hard short {f(self.hard_short_s)} s (without "
                 f"firmware {f(self.expected_hard_short_s)} s); lead {f(self.lead_s)} s; "
-                f"{self.virtual_s:.0f} s virtual in {self.wall_s:.0f} s wall")
+                + (f"RESETS {self.resets}; " if self.resets else "")
+                + f"{self.virtual_s:.0f} s virtual in {self.wall_s:.0f} s wall")
 
 
 def expected_hard_short_s(name: str, params: dict[str, Any], seed: int) -> float:
@@ -158,6 +162,10 @@ def play(workdir: Path, name: str, params: dict[str, Any] | None = None, seed: i
         trip = next((e for e in rig.events if e.body.get("event") == "limit_tripped"
                      and str(e.body.get("row", "")).startswith("echem_")), None)
         run.safe_state_s = trip.t_s if trip is not None else math.nan
+        for r in rig.resets:
+            t = r.get("t_s")
+            run.resets.append((str(r.get("cause")), float(t) if isinstance(t, (int, float))
+                               else math.nan))
         run.soft_short_s = cell_event("soft_short")
         run.hard_short_s = cell_event("hard_short")
         run.virtual_s = rig.t_s
