@@ -4,7 +4,6 @@
     python bench/run_all.py --quick    # smaller runs of the same benchmarks (a few min)
     python bench/run_all.py --only heap,impedance    # some of them; the other rows of
                                                      # docs/benchmarks.md are kept
-    python bench/run_all.py --only detection --from-logs   # figures from the last log
 
 Each benchmark runs as its own process, one after the other (they would skew each
 other's figures on a shared machine), with the exact command shown in the summary row.
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -111,21 +109,10 @@ def loadavg() -> str:
         return "?"
 
 
-# --from-logs: read each benchmark's last log instead of running it again.
-FROM_LOGS = False
-
-
 def run(name: str, argv: list[str], timeout_s: float, env: dict[str, str] | None = None,
         ok_codes: tuple[int, ...] = (0,)) -> str:
     """Run one benchmark from the repository root; its output goes to the log."""
     log = LOGS / f"{name}.log"
-    if FROM_LOGS:
-        # A run made by hand (same command) or by an interrupted run_all: the figures
-        # come from its output, the date from the log file.
-        head, _, rest = log.read_text().partition("\n")
-        if head != f"$ {shlex.join(argv)}":
-            raise RuntimeError(f"{log} is from {head[2:]!r}, not {shlex.join(argv)!r}")
-        return rest.partition("\n--- stderr\n")[0]
     LOGS.mkdir(parents=True, exist_ok=True)
     print(f"[run_all] {name}: {shlex.join(argv)}", flush=True)
     r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
@@ -495,8 +482,7 @@ def render(outcomes: dict[str, dict[str, object]], mach: dict[str, str], meta: d
         o = outcomes.get(name)
         if o is not None:
             secs = float(str(o.get("seconds", 0.0)))
-            shown = f"{secs:.0f} s" if math.isfinite(secs) else "— (figures from a log)"
-            lines.append(f"| {name} | {shown} | {o.get('date')} |")
+            lines.append(f"| {name} | {secs:.0f} s | {o.get('date')} |")
     if failed:
         lines += ["", "## Benchmarks that failed in their last run", "", *failed]
     lines += ["", RESULTS_BEGIN, json.dumps({"outcomes": outcomes}, indent=1, ensure_ascii=False),
@@ -510,21 +496,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller runs (a few minutes)")
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
     ap.add_argument("--out", type=Path, default=DOC, help="the summary page")
-    ap.add_argument("--from-logs", action="store_true",
-                    help="take the figures from build/bench-logs/<name>.log (each written "
-                         "by an earlier run of the same command) instead of running again")
     args = ap.parse_args()
-    global FROM_LOGS
-    FROM_LOGS = args.from_logs
     names = list(BENCHES) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         ap.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHES)}")
     today = time.strftime("%Y-%m-%d")
-    if args.from_logs and len(names) == 1:
-        log = LOGS / f"{names[0]}.log"
-        if log.exists():
-            today = time.strftime("%Y-%m-%d", time.localtime(log.stat().st_mtime))
     prev = _previous() if args.only else {}
     outcomes: dict[str, dict[str, object]] = dict(prev.get("outcomes", {}))  # type: ignore[call-overload]
     load_start = loadavg()
@@ -545,8 +522,7 @@ def main() -> int:
             else:
                 o.rows = [Row(f"{name}: no figure", "failed (see below)", "—",
                               f"python bench/run_all.py --only {name}", today, bench=name)]
-        # From a log: the duration of its run is not known here (NaN: shown as "—").
-        o.seconds = math.nan if args.from_logs else time.monotonic() - t0
+        o.seconds = time.monotonic() - t0
         d = asdict(o)
         d["date"] = today
         outcomes[name] = d
@@ -554,7 +530,7 @@ def main() -> int:
             print(f"[run_all]   {r.figure}: {r.value}", flush=True)
     minutes = (time.monotonic() - t_all) / 60
     cmd = "python bench/run_all.py" + (" --quick" if args.quick else "") + (
-        f" --only {args.only}" if args.only else "") + (" --from-logs" if args.from_logs else "")
+        f" --only {args.only}" if args.only else "")
     meta = {"command": cmd, "date": today, "minutes": f"{minutes:.1f}",
             "load_start": load_start, "load_end": loadavg()}
     args.out.write_text(render(outcomes, machine(), meta))

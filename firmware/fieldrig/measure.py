@@ -34,7 +34,7 @@ from fieldrig.echem_host import route_alarm
 
 TYPE_CHECKING = False  # the type comments' names: the checker's only, never imported here
 if TYPE_CHECKING:
-    from typing import Any  # noqa: F401
+    from fieldrig._types import Any  # noqa: F401  (a stub: fieldrig/_types.pyi)
 
 # Board-overridable defaults (board key ``echem``: {name: value}).
 OPTIONS = {
@@ -442,21 +442,18 @@ class ImpedanceHost:
         gate = rig.pulse_gate
         if gate is not None and gate.busy():
             # A PIO train gates the stage: no coherent excitation on top of it. Pause it
-            # for the block, which measures at rest; the recipe's next tick restarts it
+            # for the block, which measures at rest, and turn the stage off with it
+            # (the block restores the set-point it finds: the pulse amplitude without
+            # its train would flow as DC). The recipe's next tick restarts both
             # (Output.pulse is a level). Without this, pulsed plating (a soft-short
             # mitigation) would leave the detector blind to a hard short. Not at the
             # train's mean current: as DC that can exceed the cell's DC CCD (the very
             # thing pulsing avoids) and nucleate a filament in one block.
-            # The stage goes off with the gate: the block restores the set-point it
-            # finds, and the pulse amplitude without its gate would flow as DC until
-            # the recipe's next tick restarts the train (gate first, then amplitude).
             dc = 0.0
             gate.stop()
             g.set_current_ma(0.0)
-            rh = rig.recipes
-            if rh is not None:
-                rh._pulse = None
-                rh._applied_ma = None
+            if rig.recipes is not None:
+                rig.recipes.output_taken()
         # No |Z| known yet: a probe block at the smallest amplitude only sizes the next
         # one (a badly quantised probe must not reach the link or the detector's
         # baselines); the real block follows at the next service call.

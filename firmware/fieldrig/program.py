@@ -34,7 +34,7 @@ from fieldrig.recipe_store import RecipeStore
 
 TYPE_CHECKING = False  # the type comments' names: the checker's only, never imported here
 if TYPE_CHECKING:
-    from typing import Any  # noqa: F401
+    from fieldrig._types import Any  # noqa: F401  (a stub: fieldrig/_types.pyi)
 
 CURSOR_SAVE_S = 60  # periodic cursor save: at most this much step time is lost by a reset
 MS_REBASE = 1 << 28  # keep the runner's ms counter a small int on 32-bit ports
@@ -357,6 +357,12 @@ class RecipeHost:
             self._applied_ma = want
         if out.pulse is None:
             self._stop_pulse()
+
+    def output_taken(self):
+        """Someone else stopped the pulse gate and set the galvanostat (a tracking block):
+        the next tick applies this recipe's output again, train first."""
+        self._pulse = None
+        self._applied_ma = None
 
     def _stop_pulse(self):
         if self._pulse is not None:

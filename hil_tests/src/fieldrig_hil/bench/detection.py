@@ -80,10 +80,6 @@ class DetectionRun:
         return next((t for t, k, _ in self.alarms if k == kind), math.nan)
 
     @property
-    def first_alarm_s(self) -> float:
-        return self.alarms[0][0] if self.alarms else math.nan
-
-    @property
     def short_s(self) -> float:
         """When the cell shorted hard: on the bench, or (the run stopped before, or the
         firmware's safe state prevented it) when the scenario shorts without firmware."""
