@@ -225,10 +225,18 @@ class _Baseline:
     def restart(self, keep_sigma=False):
         """(Re)learn the reference level (and sigma unless keep_sigma)."""
         self.n = 0
+        # Sums of the learning window, about its first observation (the anchor a):
+        # 1/T is ~3.4e-3 and b ~5000 K, so raw sums would cancel in single precision.
+        self.a = None
         self.sy = 0.0
+        self.st = 0.0
+        self.sp = 0.0
         self.syy = 0.0
-        self.sxt = 0.0
-        self.sxp = 0.0
+        self.syt = 0.0
+        self.syp = 0.0
+        self.stt = 0.0
+        self.stp = 0.0
+        self.spp = 0.0
         self.y0 = None
         self.keep_sigma = keep_sigma and self.sigma is not None
         self.settle_until = None
@@ -289,28 +297,49 @@ class _Baseline:
             self.reanchor_at = None
             self.restart(keep_sigma=True)
         if self.y0 is None:
-            # Learn on the compensated value y - b x_T - c x_P, so that temperature and
-            # pressure noise already counts in sigma (it does in every later residual).
-            yc = y
-            if self.spec.model == ARRHENIUS:
-                yc = y - self.b * xt - self.c * xp
+            # The level is the window's mean y at its mean conditions: exact whatever Ea
+            # and beta are (they may still be learning during the window, on a ramp),
+            # since the prediction carries it by b (xt - xt0) + c (xp - xp0) afterwards.
+            if self.a is None:
+                self.a = (y, xt, xp)
+            dy = y - self.a[0]
+            dt = xt - self.a[1]
+            dp = xp - self.a[2]
             self.n += 1
-            self.sy += yc
-            self.syy += yc * yc
-            self.sxt += xt
-            self.sxp += xp
+            self.sy += dy
+            self.st += dt
+            self.sp += dp
+            self.syy += dy * dy
+            self.syt += dy * dt
+            self.syp += dy * dp
+            self.stt += dt * dt
+            self.stp += dt * dp
+            self.spp += dp * dp
             # Re-learning with a kept sigma only re-anchors the level: fewer observations.
             if self.n < (self.n_relearn if self.keep_sigma else self.n_learn):
                 return None
             n = self.n
-            self.xt0 = self.sxt / n
-            self.xp0 = self.sxp / n
-            mean = self.sy / n
-            self.y0 = mean
-            if self.spec.model == ARRHENIUS:
-                self.y0 = mean + self.b * self.xt0 + self.c * self.xp0
+            my = self.sy / n
+            mt = self.st / n
+            mp = self.sp / n
+            self.y0 = self.a[0] + my
+            self.xt0 = self.a[1] + mt
+            self.xp0 = self.a[2] + mp
             if not self.keep_sigma:
-                var = self.syy / n - mean * mean
+                # Variance of the compensated value y - b xT - c xP (temperature and
+                # pressure noise then counts in sigma, as it does in every residual).
+                b = c = 0.0
+                if self.spec.model == ARRHENIUS:
+                    b = self.b
+                    c = self.c
+                vyy = self.syy / n - my * my
+                vyt = self.syt / n - my * mt
+                vyp = self.syp / n - my * mp
+                vtt = self.stt / n - mt * mt
+                vtp = self.stp / n - mt * mp
+                vpp = self.spp / n - mp * mp
+                var = (vyy - 2.0 * b * vyt - 2.0 * c * vyp + b * b * vtt + 2.0 * b * c * vtp
+                       + c * c * vpp)
                 sd = math.sqrt(var * n / (n - 1)) if var > 0 and n > 1 else 0.0
                 self.sigma = sd if sd > self.spec.sigma_floor else self.spec.sigma_floor
             self.last_t = t_s
