@@ -276,3 +276,35 @@ def test_eis_chunk_points_are_keyed_by_chunk_and_place_and_name_their_sweep() ->
 def test_bad_eis_chunk_is_refused(over: dict[str, Any], why: str) -> None:
     with pytest.raises(PayloadError, match=why):
         route("fieldrig/v1/lab-1/rig-a/eis", eis_chunk(**over))
+
+
+def test_encoded_message_names_its_measurements_samples_and_newest_time() -> None:
+    """What the ingester takes from encode_message instead of reparsing every line:
+    the same points as points_for, the measurements (retention policies), the sample
+    count (end-to-end accounting) and the last sample's time (data lag)."""
+    p = telemetry("rig-a", range(5, 8), T, current_setpoint_ma=0.5)
+    raw = json.dumps(p).encode()
+    enc = schema.encode_message(TOPIC, raw, T)
+    assert [ln.decode() for ln in enc.lines] == points_for(TOPIC, raw, T)
+    assert enc.measurements == {"cell_sample", "actuator_state"}
+    assert (enc.samples, enc.newest_ns) == (3, T + 7 * 100_000_000)
+    plain = schema.encode_message(TOPIC, json.dumps(telemetry("rig-a", range(2), T)).encode(), T)
+    assert plain.measurements == {"cell_sample"} and plain.samples == 2
+    ev = schema.encode_message("fieldrig/v1/lab-1/rig-a/events", json.dumps(
+        {"schema": 1, "event": "short", "time_ns": T}).encode(), T)
+    assert ev.measurements == {"event"} and (ev.samples, ev.newest_ns) == (0, 0)
+
+
+def test_a_percent_sign_in_a_tag_is_written_literally() -> None:
+    # The telemetry line is a bytes %-format with the tags baked in: a "%" in a tag value
+    # must not be taken for a conversion.
+    p = telemetry("rig-a", range(1), T, cell="50%d", run="a%%b")
+    [line] = route(TOPIC, p)
+    assert line.startswith("cell_sample,boot=7,cell=50%d,rig=rig-a,run=a%%b,site=lab-1 seq=0i,")
+
+
+def test_a_number_where_a_tag_belongs_is_refused_on_the_float_text_path() -> None:
+    # Float tokens come back as bytes, never as str: a number is no tag value.
+    raw = json.dumps(telemetry("rig-a", range(1), T) | {"cell": 1.5}).encode()
+    with pytest.raises(PayloadError, match="missing or empty tag 'cell'"):
+        points_for(TOPIC, raw, T)

@@ -50,14 +50,19 @@ class InfluxHttp:
 
     async def write_lines(self, lines: list[str], rp: str | None = None) -> None:
         """Write line-protocol points (ns precision); raises InfluxError unless accepted."""
-        if not lines:
+        if lines:
+            await self.write_body("\n".join(lines).encode(), rp)
+
+    async def write_body(self, body: bytes, rp: str | None = None) -> None:
+        """Write a line-protocol body (lines joined by newlines, UTF-8, ns precision);
+        raises InfluxError unless accepted."""
+        if not body:
             return
         params = {"db": self.database, "precision": "ns"}
         if rp:
             params["rp"] = rp
         try:
-            r = await self._client.post("/write", params=params,
-                                        content="\n".join(lines).encode())
+            r = await self._client.post("/write", params=params, content=body)
         except httpx.HTTPError as exc:
             raise InfluxError(f"write failed: {exc!r}") from exc
         if r.status_code != 204:

@@ -119,7 +119,10 @@ class _Msg:
     generation: int
     received_ns: int
     received_mono: float
-    lines: list[str] = field(default_factory=list)
+    # Its points as line protocol, per retention policy: each message's lines are
+    # joined once, so a batch is a join of a few hundred bodies, not of every line.
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    points: int = 0  # lines in bodies
     samples: int = 0
     newest_ns: int = 0
     dead: tuple[str, str] | None = None  # (code, reason)
@@ -141,6 +144,33 @@ class _Abandoned:
 class _Batch:
     msgs: list[_Msg]
     extra_lines: list[str]
+
+
+def _rp_of_line(line: bytes) -> str:
+    return retention.rp_of(line.split(b",", 1)[0].split(b" ", 1)[0].decode())
+
+
+def _bodies(enc: schema.Encoded) -> dict[str, bytes]:
+    """A message's lines joined per retention policy: one body when all its
+    measurements share a policy (every telemetry message), else line by line."""
+    if not enc.lines:
+        return {}
+    rps = {retention.rp_of(x) for x in enc.measurements}
+    if len(rps) == 1:
+        return {rps.pop(): b"\n".join(enc.lines)}
+    groups: dict[str, list[bytes]] = {}
+    for ln in enc.lines:
+        groups.setdefault(_rp_of_line(ln), []).append(ln)
+    return {rp: b"\n".join(lines) for rp, lines in groups.items()}
+
+
+def _line_chunks(lines: list[str]) -> dict[str, list[bytes]]:
+    """Our own records (dead letters, health), each into its retention policy."""
+    chunks: dict[str, list[bytes]] = {}
+    for ln in lines:
+        b = ln.encode()
+        chunks.setdefault(_rp_of_line(b), []).append(b)
+    return chunks
 
 
 class Ingester:
@@ -171,13 +201,13 @@ class Ingester:
                 f"payload of {len(raw)} bytes exceeds {self.config.max_payload_bytes}")
         return schema.points_for(topic, raw, received_ns or time.time_ns())
 
-    def handle_message(self, topic: str, raw: bytes, received_ns: int
-                       ) -> tuple[list[str], schema.Chain | None]:
-        """Lines and covered stream range of one message; raises schema.PayloadError."""
+    def handle_message(self, topic: str, raw: bytes, received_ns: int) -> schema.Encoded:
+        """Encoded points and covered stream range of one message; raises
+        schema.PayloadError."""
         if len(raw) > self.config.max_payload_bytes:
             raise schema.PayloadError(
                 f"payload of {len(raw)} bytes exceeds {self.config.max_payload_bytes}")
-        return schema.message_points(topic, raw, received_ns)
+        return schema.encode_message(topic, raw, received_ns)
 
     def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
         m = _Msg(topic=msg.topic, mid=msg.mid, qos=msg.qos, generation=generation,
@@ -193,7 +223,7 @@ class Ingester:
             self._wake.set()
             return
         try:
-            m.lines, m.chain = self.handle_message(m.topic, raw, m.received_ns)
+            enc = self.handle_message(m.topic, raw, m.received_ns)
         except schema.PayloadError as exc:
             m.dead = ("invalid", str(exc))
             m.payload = raw
@@ -201,10 +231,9 @@ class Ingester:
             m.dead = ("invalid", f"topic: {exc}")
             m.payload = raw
         else:
-            if m.topic.endswith("/telemetry"):
-                m.samples = sum(1 for ln in m.lines if ln.startswith(schema.CELL_SAMPLE + ","))
-                if m.lines:
-                    m.newest_ns = max(int(ln.rsplit(" ", 1)[1]) for ln in m.lines[-3:])
+            m.bodies = _bodies(enc)
+            m.points = len(enc.lines)
+            m.samples, m.newest_ns, m.chain = enc.samples, enc.newest_ns, enc.chain
         self._incoming.append(m)
         self._wake.set()
 
@@ -234,7 +263,7 @@ class Ingester:
                 while self._incoming and points < cfg.batch_points:
                     m = self._incoming.popleft()
                     msgs.append(m)
-                    points += max(len(m.lines), 1)
+                    points += max(m.points, 1)
                     if deadline is None:
                         deadline = time.monotonic() + cfg.batch_wait_s
                 now = time.monotonic()
@@ -258,23 +287,21 @@ class Ingester:
                 await queue.put(_Batch(msgs, extra))
         await queue.put(None)
 
-    async def _write_retrying(self, lines: list[str], give_up: asyncio.Event) -> None:
-        """Write (each point into its retention policy) until accepted; raise InfluxError
-        if refused for good (4xx) or if ``give_up`` (the stop event) is set while InfluxDB
-        is unreachable."""
-        groups: dict[str, list[str]] = {}
-        for ln in lines:
-            measurement = ln.split(",", 1)[0].split(" ", 1)[0]
-            groups.setdefault(retention.rp_of(measurement), []).append(ln)
-        for rp, group in groups.items():
-            await self._write_rp_retrying(group, rp, give_up)
+    async def _write_retrying(self, chunks: dict[str, list[bytes]],
+                              give_up: asyncio.Event) -> None:
+        """Write ``chunks`` (line-protocol bodies per retention policy) until accepted;
+        raise InfluxError if refused for good (4xx) or if ``give_up`` (the stop event)
+        is set while InfluxDB is unreachable."""
+        for rp, parts in chunks.items():
+            if parts:
+                await self._write_rp_retrying(b"\n".join(parts), rp, give_up)
 
-    async def _write_rp_retrying(self, lines: list[str], rp: str, give_up: asyncio.Event) -> None:
+    async def _write_rp_retrying(self, body: bytes, rp: str, give_up: asyncio.Event) -> None:
         delay = 0.1
         while True:
             try:
                 t0 = time.perf_counter()
-                await self.influx.write_lines(lines, rp=rp)
+                await self.influx.write_body(body, rp=rp)
                 self.stats.last_write_ms = (time.perf_counter() - t0) * 1000
                 return
             except InfluxError as exc:
@@ -299,9 +326,15 @@ class Ingester:
 
     async def _write_batch(self, batch: _Batch, give_up: asyncio.Event) -> None:
         dead = [self._dead_letter(m, *m.dead) for m in batch.msgs if m.dead]
-        lines = [ln for m in batch.msgs for ln in m.lines] + dead + batch.extra_lines
+        own = _line_chunks(dead + batch.extra_lines)
+        chunks: dict[str, list[bytes]] = {}
+        for m in batch.msgs:
+            for rp, body in m.bodies.items():
+                chunks.setdefault(rp, []).append(body)
+        for rp, parts in own.items():
+            chunks.setdefault(rp, []).extend(parts)
         try:
-            await self._write_retrying(lines, give_up)
+            await self._write_retrying(chunks, give_up)
         except InfluxError as exc:
             if exc.retryable:
                 raise
@@ -309,21 +342,23 @@ class Ingester:
             # dead-letter them; the others are (re)written, idempotently.
             self.stats.write_errors += 1
             for m in batch.msgs:
-                if not m.lines:
+                if not m.bodies:
                     continue
                 try:
-                    await self._write_retrying(m.lines, give_up)
+                    await self._write_retrying(
+                        {rp: [body] for rp, body in m.bodies.items()}, give_up)
                 except InfluxError as exc2:
                     if exc2.retryable:
                         raise
                     # Keep what was refused (the points) for the record.
-                    m.payload = "\n".join(m.lines).encode()
-                    m.lines = []
-                    m.samples = 0
+                    m.payload = b"\n".join(m.bodies.values())
+                    m.bodies = {}
+                    m.points = m.samples = 0
                     await self._write_retrying(
-                        [self._dead_letter(m, "influx_rejected", str(exc2))], give_up)
+                        _line_chunks([self._dead_letter(m, "influx_rejected", str(exc2))]),
+                        give_up)
             try:
-                await self._write_retrying(dead + batch.extra_lines, give_up)
+                await self._write_retrying(own, give_up)
             except InfluxError as exc3:
                 if exc3.retryable:
                     raise
@@ -386,7 +421,7 @@ class Ingester:
                     self.stats.acks_dropped += 1
                 self.stats.messages += 1
                 self.stats.points += m.samples
-                self.stats.lines += len(m.lines)
+                self.stats.lines += m.points
                 newest = max(newest, m.newest_ns)
             self.stats.batches += 1
             # Stored (or, refused by InfluxDB for good, dead-lettered: republishing

@@ -105,25 +105,20 @@ def _reject_constant(name: str) -> Any:
     raise PayloadError(f"{name} is not a number line protocol can store")
 
 
-class NumText(str):
-    """A JSON number with a fraction or exponent, kept as the sender wrote it.
-
-    Telemetry floats go straight from the JSON text into line protocol: a JSON number is
-    valid line-protocol float syntax, and converting it to a float and back (``repr``)
-    was most of the ingester's CPU time (docs/benchmarks_ingest.md). Its own type, so a
-    quoted string "0.5" is never mistaken for a number. A token beyond float64 (1e999)
-    is not checked here: InfluxDB refuses it ("invalid float", 400), and the ingester
-    dead-letters that message (``influx_rejected``); underflow reads as 0 on both sides."""
-
-    __slots__ = ()
-
-
-_TEXT_DECODER = json.JSONDecoder(parse_float=NumText, parse_constant=_reject_constant)
+# Telemetry floats go straight from the JSON text into line protocol: a JSON number is
+# valid line-protocol float syntax, and converting it to a float and back (``repr``) was
+# most of the ingester's CPU time (docs/benchmarks_ingest.md). ``str.encode`` as
+# ``parse_float`` hands each float token back as ``bytes``: a type of its own, so a quoted
+# string "0.5" is never mistaken for a number, cheaper to make than a ``str`` subclass,
+# and what the line is built of anyway. A token beyond float64 (1e999) is not checked
+# here: InfluxDB refuses it ("invalid float", 400), and the ingester dead-letters that
+# message (``influx_rejected``); underflow reads as 0 on both sides.
+_TEXT_DECODER = json.JSONDecoder(parse_float=str.encode, parse_constant=_reject_constant)
 
 
 def decode_json(raw: bytes, number_text: bool = False) -> Any:
     """JSON without NaN/Infinity (Python's json accepts them; InfluxDB cannot store them).
-    With ``number_text``, floats come as ``NumText`` (their JSON text)."""
+    With ``number_text``, floats come as ``bytes`` (their JSON text)."""
     try:
         if number_text:
             return _TEXT_DECODER.decode(raw.decode("utf-8"))
@@ -188,7 +183,7 @@ def _int(s: dict[str, Any], name: str, where: str) -> int:
 
 def _float(s: dict[str, Any], name: str, where: str) -> float:
     v = s.get(name)
-    if type(v) is NumText:
+    if type(v) is bytes:  # a float token's text (decode_json(number_text=True))
         v = float(v)
     if not isinstance(v, int | float) or isinstance(v, bool):
         raise PayloadError(f"{where}: {name} must be a number")
@@ -202,6 +197,17 @@ _CELL_INT = tuple((n, lineproto.escape_key(n)) for n in SAMPLE_INT_FIELDS)
 _CELL_FLOAT = tuple((n, lineproto.escape_key(n)) for n in SAMPLE_FLOAT_FIELDS)
 
 
+@dataclass(slots=True)
+class Encoded:
+    """One message's points as line protocol (UTF-8 lines), as the ingester writes them."""
+
+    lines: list[bytes]
+    measurements: frozenset[str]  # of these lines (each goes to its retention policy)
+    samples: int = 0  # telemetry samples: one cell_sample point each (accounting)
+    newest_ns: int = 0  # time of the message's last telemetry sample (data lag)
+    chain: Chain | None = None  # the stream range it covers (stored watermarks)
+
+
 def telemetry_points(payload: Any, topic: Topic | None = None,
                      number_text_ok: bool = False) -> list[str]:
     """Validate a telemetry payload (schema 1) and return its line-protocol points.
@@ -211,6 +217,17 @@ def telemetry_points(payload: Any, topic: Topic | None = None,
     at the same time and tags. The whole message is rejected on the first bad sample,
     so a message is stored completely or not at all.
     """
+    return [ln.decode() for ln in telemetry_encoded(payload, topic, number_text_ok).lines]
+
+
+_CELL_SAMPLE_SET = frozenset({CELL_SAMPLE})
+
+
+def telemetry_encoded(payload: Any, topic: Topic | None = None,
+                      number_text_ok: bool = False) -> Encoded:
+    """``telemetry_points`` as the ingester takes them: lines already encoded, with the
+    measurements, sample count and newest time it would otherwise recover by reparsing
+    every line."""
     tags = _envelope(payload, topic, TAGS)
     samples = payload.get("samples")
     if not isinstance(samples, list):
@@ -218,13 +235,17 @@ def telemetry_points(payload: Any, topic: Topic | None = None,
     if len(samples) > MAX_SAMPLES_PER_MESSAGE:
         raise PayloadError(f"{len(samples)} samples exceed {MAX_SAMPLES_PER_MESSAGE}")
     cell_prefix = lineproto.tag_prefix(CELL_SAMPLE, tags)
+    # The hot line as one bytes %-format (tag values may hold a literal "%").
+    cell_fmt = (cell_prefix.encode().replace(b"%", b"%%")
+                + b" seq=%di,rig_state=%di,cell_voltage_v=%s,cell_current_ma=%s,"
+                  b"cell_temp_c=%s,stack_pressure_mpa=%s %d")
     act_prefix: str | None = None
     imp_prefix: str | None = None
     ff = lineproto.format_float
     optional = _OPTIONAL_SAMPLE_KEYS
     # Float texts used as they are (payload decoded with number_text); else via repr.
-    nt = NumText if number_text_ok else None
-    lines: list[str] = []
+    nt = bytes if number_text_ok else None
+    lines: list[bytes] = []
     for i, s in enumerate(samples):
         # Fast path for the common, valid sample (this loop is the ingester's hot spot:
         # exact type tests and no per-field calls); anything unusual goes to
@@ -239,26 +260,30 @@ def telemetry_points(payload: Any, topic: Topic | None = None,
                 and type(state) is int and optional.isdisjoint(s)):
             if (type(v) is nt and type(cur) is nt and type(temp) is nt
                     and type(p) is nt):
-                lines.append(f"{cell_prefix} seq={seq}i,rig_state={state}i,"
-                             f"cell_voltage_v={v},cell_current_ma={cur},"
-                             f"cell_temp_c={temp},stack_pressure_mpa={p} {t}")
+                lines.append(cell_fmt % (seq, state, v, cur, temp, p, t))
                 continue
             if (type(v) is float and type(cur) is float and type(temp) is float
                     and type(p) is float and v - v == 0.0 and cur - cur == 0.0
                     and temp - temp == 0.0 and p - p == 0.0):
                 lines.append(f"{cell_prefix} seq={seq}i,rig_state={state}i,"
                              f"cell_voltage_v={ff(v)},cell_current_ma={ff(cur)},"
-                             f"cell_temp_c={ff(temp)},stack_pressure_mpa={ff(p)} {t}")
+                             f"cell_temp_c={ff(temp)},stack_pressure_mpa={ff(p)} {t}"
+                             .encode())
                 continue
         t, cell, act, imp = _sample_fields(s, i)
-        lines.append(f"{cell_prefix} {cell} {t}")
+        lines.append(f"{cell_prefix} {cell} {t}".encode())
         if act:
             act_prefix = act_prefix or lineproto.tag_prefix(ACTUATOR_STATE, tags)
-            lines.append(f"{act_prefix} {act} {t}")
+            lines.append(f"{act_prefix} {act} {t}".encode())
         if imp:
             imp_prefix = imp_prefix or lineproto.tag_prefix(IMPEDANCE, tags)
-            lines.append(f"{imp_prefix} {imp} {t}")
-    return lines
+            lines.append(f"{imp_prefix} {imp} {t}".encode())
+    measurements = _CELL_SAMPLE_SET
+    if act_prefix or imp_prefix:
+        measurements = frozenset({CELL_SAMPLE, *((ACTUATOR_STATE,) if act_prefix else ()),
+                                  *((IMPEDANCE,) if imp_prefix else ())})
+    # Samples come in time order: the last one is the newest (validated above).
+    return Encoded(lines, measurements, len(samples), samples[-1]["time_ns"] if samples else 0)
 
 
 _OPTIONAL_SAMPLE_KEYS = frozenset((*SAMPLE_OPTIONAL_INT_FIELDS, *ACTUATOR_FIELDS,
@@ -622,22 +647,32 @@ def chain_of(topic: Topic, payload: Any) -> Chain | None:
     return Chain(topic.site, topic.rig, str(boot), STREAM_OF_LEAF[topic.leaf], prev, last)
 
 
-def message_points(topic_str: str, raw: bytes, received_ns: int) -> tuple[list[str],
-                                                                          Chain | None]:
-    """Route one MQTT message to its points (and the stream range it covers);
+def encode_message(topic_str: str, raw: bytes, received_ns: int) -> Encoded:
+    """Route one MQTT message to its points, encoded (and the stream range it covers);
     PayloadError when it must be dead-lettered."""
     try:
         topic = parse_topic(topic_str)
         if topic.leaf == "telemetry" and topic.rig is not None:
-            # The hot path: float texts straight through (NumText), checked once here.
+            # The hot path: float texts straight through (bytes), checked once here.
             payload = decode_json(raw, number_text=True)
-            lines = telemetry_points(payload, topic, number_text_ok=True)
+            enc = telemetry_encoded(payload, topic, number_text_ok=True)
         else:
             payload = decode_json(raw)
             lines = _points_for(topic, payload, received_ns)
-        return lines, chain_of(topic, payload)
+            enc = Encoded([ln.encode() for ln in lines],
+                          frozenset(ln.split(",", 1)[0].split(" ", 1)[0] for ln in lines))
+        enc.chain = chain_of(topic, payload)
+        return enc
     except lineproto.LineProtocolError as exc:
         raise PayloadError(str(exc)) from exc
+
+
+def message_points(topic_str: str, raw: bytes, received_ns: int) -> tuple[list[str],
+                                                                          Chain | None]:
+    """Route one MQTT message to its points (and the stream range it covers);
+    PayloadError when it must be dead-lettered."""
+    enc = encode_message(topic_str, raw, received_ns)
+    return [ln.decode() for ln in enc.lines], enc.chain
 
 
 def points_for(topic_str: str, raw: bytes, received_ns: int) -> list[str]:
