@@ -14,7 +14,10 @@
    figure is broker -> ingester (decode, validate, encode, batch, write, ack) -> InfluxDB.
 
 Both write into the ``raw`` policy of database ``fieldrig`` (different rig tags, same
-time pattern). Private Mosquitto and InfluxDB on loopback, started and stopped here.
+time pattern). Private Mosquitto and InfluxDB on loopback, started and stopped here: one
+broker per ingester configuration, because every share group gets its own copy of each
+message, so on one broker the first configuration's session would also queue (and its
+ingester drain, into InfluxDB) the next configuration's backlog.
 """
 
 from __future__ import annotations
@@ -158,9 +161,11 @@ def prepare_backlog(broker: Mosquitto, db: InfluxDB, n: int, per_msg: int, t0: i
 
 def bench_pipeline(broker: Mosquitto, db: InfluxDB, n: int, t0: int, work: Path,
                    ingesters: int) -> float:
+    rig = f"rig-bench-{ingesters}"
+    # Nothing of this run may be stored before it starts (see the brokers in main()).
+    assert count(db, rig) == 0, f"{rig} already has points before its run"
     procs = [ingester(broker, db, work / f"ingester-{ingesters}-{k}.log",
                       f"bench-{ingesters}-{k}", f"bench-{ingesters}") for k in range(ingesters)]
-    rig = f"rig-bench-{ingesters}"
     # Polled every 100 ms, a count over everything stored so far would cost influxd more
     # the more is stored, in this phase only (the raw phase times its own POSTs): poll the
     # first and the last 2 % of the samples' times, and count all once the tail is in.
@@ -213,9 +218,12 @@ def main() -> int:
     t0 = (time.time_ns() // 10**9 - 12 * 3600) * 10**9  # 12 h ago: inside "raw"
     with tempfile.TemporaryDirectory(prefix="fieldrig-bench-") as tmp:
         work = Path(tmp)
-        broker = Mosquitto(work / "mosquitto").start()
+        counts = [int(x) for x in args.ingesters.split(",")]
+        brokers = {n: Mosquitto(work / f"mosquitto-{n}") for n in counts}
         db = InfluxDB(work / "influxdb").start()
         try:
+            for broker in brokers.values():
+                broker.start()
             import asyncio
 
             async def setup() -> None:
@@ -224,19 +232,19 @@ def main() -> int:
                 await influx.aclose()
 
             asyncio.run(setup())
-            counts = [int(x) for x in args.ingesters.split(",")]
-            publish_s = sum(prepare_backlog(broker, db, args.samples, args.per_message, t0,
-                                            work, n) for n in counts)
+            publish_s = sum(prepare_backlog(brokers[n], db, args.samples, args.per_message,
+                                            t0, work, n) for n in counts)
             wait_idle(db)
             raw = bench_raw(db, args.samples, t0)
             pipes = {}
             for n in counts:
                 wait_idle(db)
-                pipes[n] = bench_pipeline(broker, db, args.samples, t0, work, n)
+                pipes[n] = bench_pipeline(brokers[n], db, args.samples, t0, work, n)
                 assert count(db, f"rig-bench-{n}") == args.samples
         finally:
             db.stop()
-            broker.stop()
+            for broker in brokers.values():
+                broker.stop()
     v = versions()
     print(f"samples: {args.samples}, {args.per_message} per message")
     print(f"raw batched writes ({RAW_BATCH} per POST): {raw:10.0f} points/s")
@@ -283,7 +291,11 @@ the pipeline, which needs the CPU the database and broker also use).
   the ceiling of the database for batched writes from one client.
 - *pipeline*: the ingester's persistent session is created, the ingester stops, the
   samples are published (QoS 1, JSON schema 1 as the edge sends them) and queue in
-  Mosquitto; after the raw phase the ingester(s) start and drain the backlog. The rate
+  Mosquitto; after the raw phase the ingester(s) start and drain the backlog. Each
+  ingester configuration has a broker of its own: on a shared broker each share group
+  gets a copy of every message, so the 1-ingester run also drained part of the
+  2-ingester backlog into InfluxDB (about 70 000 of its points before that run started,
+  and the writes loaded the end of the 1-ingester run). The rate
   is counted from the first stored point to the last, so process start-up is excluded:
   every 100 ms a `SELECT count(seq)` over the first, then the last 2 % of the samples'
   times (a count over all that is stored, polled that often, cost influxd more the
