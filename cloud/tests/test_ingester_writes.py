@@ -85,3 +85,77 @@ def test_a_refused_message_is_dead_lettered_with_its_points_and_the_rest_stored(
     assert (refused.samples, refused.points, refused.bodies) == (0, 0, {})
     assert refused.payload.count(b"cell_sample,") == 2  # the refused points, for the record
     assert ing.stats.write_errors == 1 and ing.stats.rejected == 1
+
+
+class FakeMqtt:
+    """Acks and watermark publishes, recorded."""
+
+    def __init__(self) -> None:
+        self.acks: list[int] = []
+
+    def ack(self, mid: int, qos: int, generation: int) -> bool:
+        self.acks.append(mid)
+        return True
+
+    def publish(self, topic: str, payload: str, qos: int = 1, retain: bool = False) -> bool:
+        return True
+
+
+class GatedInflux(FakeInflux):
+    """Each write waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.started = 0
+
+    async def write_body(self, body: bytes, rp: str | None = None) -> None:
+        self.started += 1
+        await self.gate.wait()
+        await super().write_body(body, rp)
+
+
+def test_a_batch_past_its_deadline_keeps_filling_while_every_write_slot_is_busy() -> None:
+    """Draining a backlog, batches must not be cut at batch_wait into small writes that
+    queue behind a busy writer: the batch grows (up to batch_points) until a write slot
+    frees, then goes out whole; acks stay in arrival order."""
+    from fieldrig_cloud.ingester import IngestConfig
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        fake = GatedInflux()
+        ing = Ingester("localhost", 1883, fake,  # type: ignore[arg-type]
+                       config=IngestConfig(batch_points=2000, batch_wait_s=0.01,
+                                           write_concurrency=1, health_interval_s=3600))
+        mq = FakeMqtt()
+        ing._mqtt = mq  # type: ignore[assignment]
+        queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(ing._batcher(queue, stop)),
+                 asyncio.create_task(ing._writer(queue, stop))]
+        t0 = t0_ns()
+
+        def feed(mid: int) -> None:
+            ing._on_message(message(f"{BASE}/telemetry",
+                                    telemetry("rig-a", range(mid * 100, mid * 100 + 100), t0),
+                                    mid), 1)
+
+        feed(1)
+        while fake.started < 1:  # the first batch is written at its deadline
+            await asyncio.sleep(0.005)
+        for mid in (2, 3, 4):
+            feed(mid)
+            await asyncio.sleep(0.03)  # each past batch_wait_s while the slot is busy
+        held = fake.started
+        fake.gate.set()
+        while len(fake.writes) < 2:
+            await asyncio.sleep(0.005)
+        stop.set()
+        ing._wake.set()
+        await asyncio.gather(*tasks)
+        sizes = [body.count(b"\n") + 1 for _, body in fake.writes]
+        return sizes, mq.acks, held
+
+    sizes, acks, started_while_busy = asyncio.run(scenario())
+    assert started_while_busy == 1
+    assert sizes == [100, 300]
+    assert acks == [1, 2, 3, 4]
