@@ -375,9 +375,10 @@ the pipeline, which needs the CPU the database and broker also use).
 ## Throughput design of the ingester
 
 On these 2 CPUs the pipeline is CPU-bound as soon as other work holds a core: whatever
-the ingester spends per sample is taken from influxd (a busy loop next to the raw
-writes cut them from 132 k to 72 k points/s), so pipeline/raw tracks influxd's CPU per
-point over influxd's plus the ingester's. The ingester's CPU per sample is what matters.
+the ingester spends per sample is taken from influxd (with the machine's other work
+running, a busy loop next to the raw writes cut them from 132 k to 72 k points/s), so
+pipeline/raw tends to influxd's CPU per point over influxd's plus the ingester's. The
+ingester's CPU per sample is what matters.
 
 - Telemetry floats are never converted: the JSON decoder hands each float token back as
   its text, as `bytes` (`parse_float=str.encode`: a type a quoted string never has, so
