@@ -84,9 +84,8 @@ def test_a_block_read_sleeps_through_the_data_period_and_loses_no_frame():
     # Back-to-back frames: the driver sleeps until just before each DRDY instead of
     # polling the whole period (a virtual clock then jumps: the bench's tracking blocks
     # cost a few model calls per frame, not a poll per microsecond). Same frames read.
-    from array import array
-
     import time
+    from array import array
 
     w, d = build()
     adc = d["adc"]
