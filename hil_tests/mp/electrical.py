@@ -22,7 +22,10 @@ decimation filter averages both channels -- which makes V/I at a tone equal Z(f)
 with a half-sample lag. The current channel gets delta_i itself.
 
 Cost: nothing while delta_i is 0 and the states have decayed (the common case under DC);
-one pass over the relaxations per conversion otherwise.
+one pass over the relaxations per conversion otherwise, and while delta_i is 0 only over
+those still charged: relaxations are kept slowest first and the fast tail, once below
+its share of the quiet level, is zeroed and skipped (after an impedance block the slow
+ones take minutes to decay, the fast ones milliseconds).
 """
 
 import math
@@ -55,6 +58,9 @@ class SmallSignalCell:
         self._g_t = array("d")  # tau / T * (1 - exp(-T / tau)): mean over one period
         self.active = False
         self.evaluations = 0
+        # Relaxations 0 .. n_live-1 (slowest first) may be charged; the rest are zero.
+        self.n_live = 0
+        self._quiet_each_v = _QUIET_V
 
     # -- the bench side ------------------------------------------------------------------
     def set_network(self, now_ns, enabled, r0_ohm, r_ohm, tau_s):
@@ -67,8 +73,12 @@ class SmallSignalCell:
             self._a_t = array("d", [0.0] * n)
             self._g_t = array("d", [0.0] * n)
             self.n = n
-        self.r_ohm = array("d", r_ohm)
-        self.tau_s = array("d", tau_s)
+            self.n_live = n
+        # Slowest first (states carry over by rank of tau): the fast tail decays first.
+        order = sorted(range(n), key=lambda k: -tau_s[k])
+        self.r_ohm = array("d", [r_ohm[k] for k in order])
+        self.tau_s = array("d", [tau_s[k] for k in order])
+        self._quiet_each_v = _QUIET_V / n if n else _QUIET_V
         self.r0_ohm = r0_ohm
         self.enabled = bool(enabled)
         self.period_ns = 0  # recompute the one-period factors
@@ -96,6 +106,7 @@ class SmallSignalCell:
         self.u_a = 0.0 if i is None else i - self.i_held_a
         if self.u_a != 0.0:
             self.active = True
+            self.n_live = self.n  # a drive charges every relaxation
 
     # -- the ADC hook --------------------------------------------------------------------
     def adjust(self, t_ns, v0, v1):
@@ -126,7 +137,8 @@ class SmallSignalCell:
         g_t = self._g_t
         v = self.r0_ohm * u
         big = 0.0
-        for k in range(self.n):
+        live = self.n if u != 0.0 else self.n_live
+        for k in range(live):
             ru = r[k] * u
             d = x[k] - ru
             if one_period:
@@ -143,8 +155,11 @@ class SmallSignalCell:
             elif -xk > big:
                 big = -xk
         self.t_ns = t_ns
-        if u == 0.0 and big < _QUIET_V:
-            self._settle()
+        if u == 0.0:
+            if big < _QUIET_V:
+                self._settle()
+            else:
+                self._trim(live)
         return v0 + self.kv * v, v1 + self.ki * u
 
     # -- internals -----------------------------------------------------------------------
@@ -173,9 +188,19 @@ class SmallSignalCell:
         r = self.r_ohm
         tau = self.tau_s
         x = self.x_v
-        for k in range(self.n):
+        for k in range(self.n if u != 0.0 else self.n_live):
             ru = r[k] * u
             x[k] = ru + (x[k] - ru) * math.exp(-dt_s / tau[k])
+
+    def _trim(self, live):
+        """Zero the fast tail of decayed relaxations (each below its share of the quiet
+        level, so together they are below it): later passes skip them."""
+        x = self.x_v
+        eps = self._quiet_each_v
+        while live > 0 and -eps < x[live - 1] < eps:
+            live -= 1
+            x[live] = 0.0
+        self.n_live = live
 
     def _settle(self):
         if self.u_a != 0.0:
@@ -192,5 +217,7 @@ class SmallSignalCell:
             for k in range(self.n):
                 self.x_v[k] = 0.0
             self.active = False
+            self.n_live = 0
         else:
             self.active = True
+            self._trim(self.n)

@@ -91,3 +91,24 @@ def test_no_current_command_means_no_delta():
     stage.i_a = None  # a PIO program gates the stage: the plant models the current
     cell.current_changed(0)
     assert cell.adjust(PERIOD_NS, 0.5, 0.1) == (0.5, 0.1)
+
+
+def test_decayed_fast_relaxations_are_dropped_without_changing_the_output():
+    # After an excitation the slow relaxations stay charged for minutes: the fast ones
+    # (decayed below their share of the quiet level) are zeroed and no longer evaluated.
+    stage, cell = make(r0=1.0, r=(0.5, 2.0, 3.0), tau=(0.001, 10.0, 0.05))
+    ref_stage, ref = make(r0=1.0, r=(0.5, 2.0, 3.0), tau=(0.001, 10.0, 0.05))
+    ref._quiet_each_v = 0.0  # never trims: every relaxation evaluated throughout
+    for st, c in ((stage, cell), (ref_stage, ref)):
+        st.i_a = 0.002
+        c.current_changed(0)
+        for k in range(1, 21):
+            c.adjust(k * PERIOD_NS, 0.0, 0.0)
+        c.held(20 * PERIOD_NS)
+    assert cell.n_live == 3
+    for k in range(21, 2000):
+        v = cell.adjust(k * PERIOD_NS, 0.0, 0.0)[0]
+        v_ref = ref.adjust(k * PERIOD_NS, 0.0, 0.0)[0]
+        assert abs(v - v_ref) <= KV * 1e-10, (k, v, v_ref)
+    assert cell.active and cell.n_live == 1  # only the 10 s relaxation is left
+    assert ref.n_live == 3

@@ -117,3 +117,25 @@ def test_block_size_independence() -> None:
     va = a.step(1e-3, i).voltage_v
     vb = np.concatenate([b.step(1e-3, i[k:k + 37]).voltage_v for k in range(0, i.size, 37)])
     assert np.allclose(va, vb, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("hold", ["zoh", "foh"])
+@pytest.mark.parametrize("n", [1, 50, 500])
+def test_piecewise_constant_current_matches_the_general_integration(
+        hold: str, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bench holds the stage current over a step: such blocks take the closed form per
+    # constant stretch; it must give the recursion's voltages and states (carried on).
+    from fieldrig_hil.cell import circuit
+
+    foster = circuit.realise(Cell("llzo_poly", physics_dt_s=1e9).elements())
+    fast = circuit.FosterSimulator(foster)
+    slow = circuit.FosterSimulator(foster)
+    blocks = [np.full(n, 3e-4), np.concatenate([np.full(n // 2, 3e-4), np.full(n - n // 2, -1e-4)]),
+              np.zeros(n), np.full(n, 1e-5)]
+    for u in blocks:
+        v_fast = fast.run(1e-2, u, hold)
+        monkeypatch.setattr(circuit, "MAX_PIECEWISE_RUNS", 0)
+        v_slow = slow.run(1e-2, u, hold)
+        monkeypatch.setattr(circuit, "MAX_PIECEWISE_RUNS", 8)
+        assert np.allclose(v_fast, v_slow, rtol=1e-9, atol=1e-12)
+        assert np.allclose(fast.x_v, slow.x_v, rtol=1e-9, atol=1e-15)
