@@ -27,6 +27,7 @@ difference (documented bound: < 1e-3 relative to |Z| from 1 mHz to 1 MHz, tested
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -480,7 +481,7 @@ class FosterSimulator:
             decay = np.exp(-j)  # a^(j+1), j = 0..longest-1
             # Σ_{i<=j} a^i = (1 - a^(j+1)) / (1 - a), both by expm1: exact as a -> 1
             geo = np.expm1(-j) / np.expm1(-x_dt)[None, :]
-        for s, e in zip(runs[:-1], runs[1:], strict=True):
+        for s, e in itertools.pairwise(runs.tolist()):
             m = e - s
             drive = u1[s] * w1d + u0[s] * w0d
             xs[s:e] = decay[:m] * x0[None, :] + geo[:m] * drive[None, :]
