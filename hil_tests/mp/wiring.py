@@ -221,11 +221,13 @@ class Wiring:
         ss = self.small_signal
         if ss.enabled:
             self.adc.sync()  # conversions before now saw the previous current
+            self.adc.materialize()
             ss.current_changed(self.bench.now_ns)
 
     def set_small_signal(self, enabled, r0_ohm, r_ohm, tau_s):
         """The cell's linearised network (bench NETWORK message); disabled: no hook."""
         self.adc.sync()
+        self.adc.materialize()
         ss = self.small_signal
         ss.set_network(self.bench.now_ns, enabled, r0_ohm, r_ohm, tau_s)
         self.adc.input_hook = ss.adjust if ss.enabled else None
@@ -235,6 +237,7 @@ class Wiring:
         ss = self.small_signal
         if ss.enabled:
             self.adc.sync()
+            self.adc.materialize()
             ss.held(self.bench.now_ns)
 
     # -- analog world in -------------------------------------------------------------------

@@ -50,6 +50,14 @@ skipped conversions at once: counters, block position and the two buffered resul
 exactly those of converting one by one; only ``rail_clips`` does not count conversions
 that were never buffered. At 1 kSPS and one read per 10 ms this turns ten events per read
 into one.
+
+Lazy results: a conversion takes its inputs (block value, static inputs) at its instant,
+but its codes -- the bench's input hook, gain, rails, calibration -- are worked out only
+when a frame reads it, or before anything they depend on changes (``materialize``: a
+register write, the stage current or the hook moving; the wiring calls it). Most buffered
+results are pushed out unread by newer ones (two of the three per read at 1 kSPS and one
+read per 10 ms) and cost nothing. Results and counters are those of converting at once;
+``rail_clips`` counts the results worked out.
 """
 
 from chips import ManualClock, _noop_drive
@@ -200,7 +208,7 @@ class ADS131M04:
         self._standby = False
         self._crc_err = False
         self._fifo = []
-        self._latest = (0, 0, 0, 0)
+        self._latest = (0, 0, 0, 0)  # codes (4-tuple) or a pending result (t_ns, v0..v3)
         self._selected = False
         self._pos = 0
         self._in_len = 0
@@ -297,7 +305,7 @@ class ADS131M04:
             self._skip(skip)
             self._next_conv_ns = t + skip * period
         while self._next_conv_ns <= now:
-            self.on_event(self._next_conv_ns)
+            self.on_event(self._next_conv_ns, True)
 
     def _skip(self, n):
         self.samples_converted += n
@@ -316,16 +324,18 @@ class ADS131M04:
         if n > used:
             self.block_underruns += n - used
 
-    def on_event(self, now_ns):
+    def on_event(self, now_ns, replay=False):
         self._next_conv_ns += self._period_ns
-        codes = self._convert(now_ns)
+        result = self._sample(now_ns)
         fifo = self._fifo
         if len(fifo) >= 2:
             fifo.pop(0)
             self.samples_lost += 1
-        fifo.append(codes)
-        self._latest = codes
+        fifo.append(result)
+        self._latest = result
         self.samples_converted += 1
+        if replay and self.drdy_level == 0 and not self._drdy_pulse:
+            return  # coalesced: DRDY stays low, its unwatched high pulse changes nothing
         if self._drdy_pulse:
             self._set_drdy(0)
             self._set_drdy(1)
@@ -333,7 +343,27 @@ class ADS131M04:
             self._set_drdy(1)  # high pulse ahead of the edge when data were left unread
             self._set_drdy(0)
 
-    def _convert(self, t_ns):
+    def materialize(self):
+        """Work out every pending result now (before its inputs' meaning changes)."""
+        fifo = self._fifo
+        for k in range(len(fifo)):
+            self._result(k)
+        if len(self._latest) == 5:
+            self._latest = self._codes(self._latest)
+
+    def _result(self, k):
+        """Codes of buffered result k, worked out on first use."""
+        entry = self._fifo[k]
+        if len(entry) == 4:
+            return entry
+        codes = self._codes(entry)
+        self._fifo[k] = codes
+        if self._latest is entry:
+            self._latest = codes
+        return codes
+
+    def _sample(self, t_ns):
+        """The conversion's inputs at its instant (the block advances): (t_ns, v0..v3)."""
         blk = self._block
         if blk is not None and self._block_i < self._block_n:
             i = self._block_i
@@ -351,6 +381,10 @@ class ADS131M04:
             if blk is not None:
                 self.block_underruns += 1
             v0, v1, v2, v3 = self.inputs_v
+        return (t_ns, v0, v1, v2, v3)
+
+    def _codes(self, sample):
+        t_ns, v0, v1, v2, v3 = sample
         hook = self.input_hook
         if hook is not None:
             v0, v1 = hook(t_ns, v0, v1)
@@ -453,7 +487,12 @@ class ADS131M04:
             if pending is None:
                 self._crc_err = False  # CRC_ERR is reported once in the STATUS word
             fifo = self._fifo
-            codes = fifo[0] if fifo else self._latest
+            if fifo:
+                codes = self._result(0)
+            else:
+                if len(self._latest) == 5:
+                    self._latest = self._codes(self._latest)
+                codes = self._latest
             self._frame_sample = bool(fifo)
             for ch in range(N_CH):
                 self._put_data(ws * (1 + ch), codes[ch])
@@ -557,6 +596,7 @@ class ADS131M04:
             self._pending = 0x4000 | (addr << 7) | (nreg - 1)
 
     def _write_regs(self, addr, nreg):
+        self.materialize()  # buffered results keep the gains and calibration they had
         old_clock = self._regs[CLOCK]
         for i in range(nreg):
             a = addr + i

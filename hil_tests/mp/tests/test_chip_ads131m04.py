@@ -335,3 +335,28 @@ def test_sync_reset_pin_short_pulse_resyncs_long_pulse_resets():
     assert adc.reg(ads.GAIN) == 0
     rx = xfer(spi, cs, frame(ads.CMD_NULL))
     assert resp(rx) == 0xFF24
+
+
+def test_results_are_worked_out_when_read_and_keep_the_gain_they_were_taken_with():
+    # Lazy results: the input hook runs only for conversions a frame reads (those pushed
+    # out unread cost nothing); a gain written while results wait does not change them.
+    adc, spi, cs = setup((0.3, 0.0, 0.0, 0.0))
+    xfer(spi, cs, frame(ads.CMD_NULL))
+    hooked = []
+
+    def hook(t_ns, v0, v1):
+        hooked.append(t_ns)
+        return v0, v1
+
+    adc.input_hook = hook
+    BENCH.advance_us(250 * 5)  # five conversions, three pushed out unread
+    assert hooked == [] and adc.samples_lost == 3
+    xfer(spi, cs, frame(0x6200, (0x0001,)))  # CH0 gain 2 while two results wait
+    assert len(hooked) == 2  # the write worked them out at the old gain
+    rx = xfer(spi, cs, frame(ads.CMD_NULL))
+    assert rx[3:6] == bytes((0x20, 0x00, 0x00))  # 0.3 V at gain 1: quarter scale
+    BENCH.advance_us(250)
+    rx = xfer(spi, cs, frame(ads.CMD_NULL))
+    rx = xfer(spi, cs, frame(ads.CMD_NULL))
+    assert rx[3:6] == bytes((0x40, 0x00, 0x00))  # a new conversion at gain 2
+    assert hooked == sorted(hooked)  # in conversion order
