@@ -85,7 +85,10 @@ class Scheduler:
         self.passes += 1
         ran = 0
         for task in self.tasks:
-            if task.enabled and is_due(now_s, now_us, task.due_s, task.due_us):
+            # is_due inlined: this test runs for every task on every pass
+            due_s = task.due_s
+            if task.enabled and (now_s > due_s or (now_s == due_s
+                                                   and now_us >= task.due_us)):
                 task.fn()
                 task.runs += 1
                 task._advance(now_s, now_us)
@@ -117,10 +120,16 @@ class Scheduler:
     def next_task(self):
         """The enabled task with the earliest deadline (None when there is none)."""
         best = None
+        best_s = 0
+        best_us = 0
         for task in self.tasks:
-            if task.enabled and (best is None or not is_due(task.due_s, task.due_us,
-                                                            best.due_s, best.due_us)):
+            if not task.enabled:
+                continue
+            s = task.due_s
+            if best is None or s < best_s or (s == best_s and task.due_us < best_us):
                 best = task
+                best_s = s
+                best_us = task.due_us
         return best
 
     def wait_next(self):

@@ -9,6 +9,14 @@
 """
 
 
+try:  # the native emitter under MicroPython (the bench); plain bytecode elsewhere
+    from micropython import native
+except ImportError:  # CPython runs the same models in tests
+
+    def native(fn):
+        return fn
+
+
 def _table16(poly):
     table = []
     for byte in range(256):
@@ -23,6 +31,7 @@ CCITT_TABLE = _table16(0x1021)
 ANSI_TABLE = _table16(0x8005)
 
 
+@native
 def crc16(data, start=0, end=None, table=CCITT_TABLE, seed=0xFFFF):
     """CRC-16 (MSB first) of data[start:end]; ``table`` selects CCITT or ANSI."""
     if end is None:

