@@ -4,12 +4,15 @@
     python bench/bench_hil.py --hours 0.5          # a quicker look
     python bench/bench_hil.py --firmware-only      # the firmware alone on the chip models
 
-The run: Li|LPSCl|Li, 0.3 mA/cm2 plate/strip, 1 h halves (``healthy_cycling``), driven
-through the firmware's own ``set_current`` / ``set_pressure`` commands, heater holding
-the cell, the bench's edge acking every sample, operando impedance tracking when the
-firmware accepts ``track_impedance`` (reported). It prints simulated time per wall time and
-where the wall time went: the firmware process (its interpreted work on the chip models,
-plus the lockstep IPC), the plant (cell + heater + press, CPython), the link (edge).
+The run: Li|LPSCl|Li (``healthy_cycling`` cell, heater and press), the firmware's own
+built-in ``symmetric_cycling`` recipe (0.3 mA/cm2, 0.3 mAh/cm2 per half: 1 h plating, 1 h
+stripping) loaded and started over the link, stack pressure 5 MPa and 30 °C set by
+command (heater PID, pressure loop, galvanostat and recipe engine all active), operando
+impedance tracking every ``--track-period`` s (30 s: the firmware's default while a
+recipe runs) feeding the dendrite detector, the bench's edge acking every sample. It
+prints simulated time per wall time and per CPU time, and where the wall time went: the
+firmware process (its interpreted work on the chip models, plus the lockstep IPC), the
+plant (cell + heater + press, CPython), the link (edge).
 
 ``--firmware-only`` runs the firmware's scheduler on the bench board's drivers and chip
 models inside one MicroPython process with no exchange, no cell and no link, and reports
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -106,46 +110,69 @@ def firmware_only(seconds: int, period_ms: int, coalesce: bool) -> dict[str, obj
 
 
 def cycling(hours: float, step_ms: int, period_ms: int, cell_dt_s: float | None,
-            seed: int, impedance: bool = True) -> dict[str, object]:
+            seed: int, impedance: bool = True, track_period_s: float = 30.0
+            ) -> dict[str, object]:
+    from typing import Any
+
     from fieldrig_hil.bench import PlantConfig
     from fieldrig_hil.cell.scenarios import build_scenario
+    from fieldrig_hil.demo_programs import recipe_load_parts
+    from fieldrig_hil.firmware_build import firmware_module
 
     sc = build_scenario("healthy_cycling", hours=hours, half_s=3600.0)
     plant = PlantConfig.from_scenario(sc, cell_dt_s=cell_dt_s)
+    # The firmware's own built-in recipe, sent over the link as a lab would: 1 h plating,
+    # 1 h stripping at 0.3 mA/cm2 (0.3 mAh/cm2 per half), as many cycles as the run holds.
+    recipes: Any = firmware_module("fieldrig.echem.recipe")
+    cycles = max(1, math.ceil(hours / 2))
+    recipe = recipes.symmetric_cycling(sc.geometry.area_cm2, 0.3, 0.3, cycles,
+                                       name="bench-hil cycling")
     with tempfile.TemporaryDirectory() as d:
-        rig = BenchRig(Path(d), sc, seed, step_ms=step_ms, period_ms=period_ms, drive=True,
+        rig = BenchRig(Path(d), sc, seed, step_ms=step_ms, period_ms=period_ms, drive=False,
                        plant=plant)
         rig.start()
         try:
-            if impedance:
-                reply = rig.command("track_impedance", {"period_s": 60.0})
-                impedance = reply.get("ok") is True
+            rig.call("set_pressure", pressure_mpa=5.0)
             rig.call("set_temperature", temp_c=30.0)
+            for part in recipe_load_parts(recipe):
+                rig.call("recipe_load", **part)
+            tracking = False
+            if impedance:
+                reply = rig.command("track_impedance", {"period_s": track_period_s})
+                tracking = reply.get("ok") is True
+            rig.call("recipe_start")
             t0 = time.perf_counter()
             cpu0 = (rig.firmware_cpu_s(), time.process_time())
             w0 = (rig.wall_firmware_s, rig.wall_plant_s, rig.wall_link_s)
+            v0 = rig.t_s
+            end = v0 + hours * 3600.0
             last = t0
-            while rig.t_s < sc.duration_s:
-                rig.run_for(min(600.0, sc.duration_s - rig.t_s))
+            while rig.t_s < end:
+                rig.run_for(min(600.0, end - rig.t_s))
                 if time.perf_counter() - last > 60:
                     last = time.perf_counter()
-                    print(f"  {rig.t_s / 3600:.2f} h simulated, "
-                          f"{rig.t_s / (last - t0):.1f}x", file=sys.stderr)
+                    print(f"  {(rig.t_s - v0) / 3600:.2f} h simulated, "
+                          f"{(rig.t_s - v0) / (last - t0):.1f}x", file=sys.stderr)
             wall = time.perf_counter() - t0
+            virtual = rig.t_s - v0
             # Lockstep: the two processes take turns, so on an otherwise idle machine the
             # wall time is their CPU times added; under load, CPU time is the fair figure.
             cpu_fw = rig.firmware_cpu_s() - cpu0[0]
             cpu_py = time.process_time() - cpu0[1]
             trips = [b.get("row") for b in rig.event_bodies("limit_tripped")]
+            alarms = [b.get("kind") for b in rig.event_bodies("echem_alarm")]
+            steps_done = len(rig.event_bodies("recipe_step"))
             return {
-                "virtual_s": rig.t_s, "wall_s": wall, "speed_x": rig.t_s / wall,
+                "virtual_s": virtual, "wall_s": wall, "speed_x": virtual / wall,
                 "cpu_firmware_s": cpu_fw, "cpu_bench_s": cpu_py,
-                "speed_x_cpu": rig.t_s / (cpu_fw + cpu_py),
+                "speed_x_cpu": virtual / (cpu_fw + cpu_py),
                 "wall_firmware_s": rig.wall_firmware_s - w0[0],
                 "wall_plant_s": rig.wall_plant_s - w0[1],
                 "wall_link_s": rig.wall_link_s - w0[2],
                 "steps": len(rig.steps), "samples": len(rig.edge.samples),
-                "impedance_tracking": impedance, "trips": trips,
+                "impedance_tracking": tracking, "track_period_s": track_period_s,
+                "recipe_steps": steps_done, "recipe_done": bool(rig.event_bodies("recipe_done")),
+                "trips": trips, "alarms": alarms,
                 "step_ms": step_ms, "period_ms": period_ms, "cell_dt_s": cell_dt_s,
             }
         finally:
@@ -164,6 +191,9 @@ def main() -> int:
     ap.add_argument("--firmware-only", action="store_true")
     ap.add_argument("--no-impedance", action="store_true",
                     help="do not ask the firmware for operando impedance tracking")
+    ap.add_argument("--track-period", type=float, default=30.0,
+                    help="impedance tracking period, s (30: the firmware's default while "
+                         "a recipe runs)")
     ap.add_argument("--seconds", type=int, default=60, help="virtual s for --firmware-only")
     args = ap.parse_args()
     if args.firmware_only:
@@ -178,7 +208,7 @@ def main() -> int:
                 print(f"  {k:<26} {v:6.2f} ms wall per virtual s")
         return 0
     r = cycling(args.hours, args.step_ms, args.period_ms, args.cell_dt or None, args.seed,
-                not args.no_impedance)
+                not args.no_impedance, args.track_period)
     wall = float(r["wall_s"])  # type: ignore[arg-type]
     print(f"{args.hours:g} h symmetric cycling: {float(r['virtual_s']):.0f} s simulated in "  # type: ignore[arg-type]
           f"{wall:.1f} s wall = {float(r['speed_x']):.1f}x real time")  # type: ignore[arg-type]

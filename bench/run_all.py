@@ -148,13 +148,14 @@ def _num(s: str) -> float:
 # ---------------------------------------------------------------- the benchmarks
 
 def bench_hil(quick: bool, today: str) -> list[Row]:
-    hours = "0.1" if quick else "1"
+    # The figure the HIL issue asks for: a 10 h symmetric-cycling recipe with tracking.
+    hours = "0.25" if quick else "10"
     argv = [sys.executable, "bench/bench_hil.py", "--hours", hours]
     out = run("hil", argv, 3600)
     line = next(x.strip() for x in reversed(out.splitlines()) if x.strip().startswith("{"))
     r = json.loads(line)
-    rows = [Row(f"HIL speed: {float(hours):g} h symmetric cycling, real firmware vs simulated "
-                "cell (simulated / wall time)",
+    rows = [Row(f"HIL speed: {float(hours):g} h symmetric-cycling recipe with impedance "
+                "tracking every 30 s, real firmware vs simulated cell (simulated / wall time)",
                 f"{r['speed_x']:.1f}x wall, {r['speed_x_cpu']:.1f}x by CPU time "
                 f"({r['virtual_s']:.0f} s in {r['wall_s']:.0f} s)",
                 "100x (docs/benchmarks_hil.md)", _shown(argv), today, "benchmarks_hil.md", "hil")]
