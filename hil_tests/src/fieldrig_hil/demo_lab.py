@@ -90,6 +90,9 @@ class LabConfig:
     pipeline: bool = True
     run: str = "run-1"
     seed: int = 1
+    # The ingester's pipeline_health cadence (wall s); a short run needs a short one to
+    # show on the pipeline dashboard.
+    health_interval_s: float = 10.0
 
 
 class Lab:
@@ -253,7 +256,7 @@ class Lab:
     async def run(self, view: Callable[[], None] | None = None,
                   view_every_s: float = 0.5) -> None:
         from fieldrig_cloud.influx import InfluxHttp
-        from fieldrig_cloud.ingester import Ingester
+        from fieldrig_cloud.ingester import IngestConfig, Ingester
         from fieldrig_cloud.schema import DATABASE
 
         for r in self.rigs:
@@ -266,8 +269,9 @@ class Lab:
             db = InfluxHttp(self.influx.url, DATABASE)
             await db.create_database()
             ready = asyncio.Event()
-            self.ingester = Ingester(self.broker.host, self.broker.port, db,
-                                     client_id="fieldrig-demo-ingester")
+            self.ingester = Ingester(
+                self.broker.host, self.broker.port, db, client_id="fieldrig-demo-ingester",
+                config=IngestConfig(health_interval_s=self.cfg.health_interval_s))
             ingest_task = asyncio.create_task(self.ingester.run(stop_ingest, ready))
             await asyncio.wait_for(ready.wait(), 30)
         if self.broker is not None:

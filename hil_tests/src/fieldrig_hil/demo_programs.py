@@ -24,6 +24,12 @@ AREA_CM2 = 0.785  # 10 mm pellet, the scenarios' CellGeometry default
 # Impedance tracking period while a recipe runs (the firmware's track_impedance command):
 # the detector learns its baselines from 20 observations, so they must come quickly.
 TRACK_PERIOD_S = 5.0
+# An EIS sweep inside the band the bench board measures, about 8 to 400 Hz (its ADC's
+# 1 kSPS, and a period plus settle within the firmware's 250 ms block limit); outside it
+# the firmware reports points as skipped. 21 points in a few virtual seconds: enough for
+# the cloud's circuit fit (at least 10 measured points).
+EIS_SWEEP: dict[str, Any] = {"f_start_hz": 400.0, "f_stop_hz": 8.0, "points_per_decade": 12,
+                             "amplitude_mv": 10.0}
 
 
 @dataclass(frozen=True)
@@ -67,12 +73,14 @@ def cycling_recipe(duration_s: float) -> dict[str, Any]:
 
 
 def ccd_ladder_recipe(duration_s: float) -> dict[str, Any]:
-    """Plate/strip at rising current densities until the firmware sees a short; the
-    recipe stops there and reports the CCD (``recipe_done`` ``ccd_ma_cm2``)."""
+    """An EIS sweep of the pristine cell at 12 MPa, then plate/strip at rising current
+    densities until the firmware sees a short; the recipe stops there and reports the
+    CCD (``recipe_done`` ``ccd_ma_cm2``)."""
     half_s, rest_s = 40.0, 10.0
     steps: list[dict[str, Any]] = [
         {"type": "set_pressure", "pressure_mpa": 12.0, "tolerance_mpa": 0.3,
-         "until": _until(60)}]
+         "until": _until(60)},
+        {"type": "eis", "label": "pristine cell", **EIS_SWEEP}]
     j = 1.0
     while len(steps) + 4 <= 60 and j <= 6.0 + 1e-9:
         label = f"ccd {j:g} mA/cm2"
@@ -134,9 +142,10 @@ PROGRAMS: dict[str, Program] = {p.key: p for p in (
     Program("cycling", "healthy cycling, Li|LPSCl|Li, 0.3 mA/cm², 30 °C, 5 MPa",
             "healthy_cycling", recipe=cycling_recipe, expect="clean", track_period_s=15.0,
             note="below both CCDs: no alarm expected"),
-    Program("ccd_ladder", "CCD ladder, Li|LPSCl|Li, 12 MPa, 1 mA/cm² steps",
+    Program("ccd_ladder", "EIS, then CCD ladder, Li|LPSCl|Li, 12 MPa, 1 mA/cm² steps",
             "ccd_ladder", recipe=ccd_ladder_recipe, expect="ccd", track_period_s=10.0,
-            note="the recipe stops at the first short and reports the CCD"),
+            note="EIS of the pristine cell; the recipe stops at the first short and "
+                 "reports the CCD"),
     Program("dendrite", "fast plating 2.6 mA/cm² > CCD, Li|LPSCl|Li, 7 MPa",
             "dendrite_over_ccd", recipe=dendrite_recipe, expect="mitigated",
             note="soft short caught by the detector, current cut by the mitigation"),
