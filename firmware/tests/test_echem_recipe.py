@@ -549,6 +549,23 @@ def test_void_raises_pressure_and_lowers_stripping():
     assert "mitigation" in rec[3][5]
 
 
+def test_void_while_plating_lowers_the_plating_current():
+    # Symmetric cell: a void seen during a plate step grows on the counter electrode,
+    # which that step strips: the plate current is lowered, not the next strip's.
+    r = {"recipe": 1, "name": "void", "area_cm2": 1.0, "steps": [
+        {"type": "set_pressure", "pressure_mpa": 3.0, "wait": False},
+        {"type": "plate", "current_ma_cm2": 1.0, "until": {"time_s": 60}},
+        {"type": "strip", "current_ma_cm2": 1.0, "until": {"time_s": 60}}]}
+    run = RecipeRunner(r)
+    cell = Cell()
+    rec = []
+    _run(run, cell, 0, 1000, 130, events_at={3: ("void",)}, record=rec)
+    assert rec[2][1] == 1.0
+    assert rec[3][1] == 0.5 and rec[3][3] == 4.0  # same tick: half current, +1 MPa
+    strip = [x for x in rec if x[1] < 0]
+    assert strip and strip[0][1] == -1.0  # the strip step keeps its current
+
+
 def test_example_recipes_in_docs_validate_and_run():
     import os
     folder = "../../docs/recipes"

@@ -200,7 +200,7 @@ class ADS131M04:
         # Wake this long before the next DRDY is due (wait_drdy): a few polls' latency in
         # seeing the edge plus 1.5 % of a period, against ~100 ppm between the clocks.
         self._drdy_guard_us = self._period_us // 64 + 20
-        self._next_drdy_us = -1  # ticks_us of the next DRDY minus the guard (-1 unknown)
+        self._next_drdy_us = None  # ticks_us of the next DRDY minus the guard (None: unknown)
         self.codes = array("i", [0] * N_CHANNELS)
         self.status = 0
         self.response = 0
@@ -295,18 +295,18 @@ class ADS131M04:
         for the rest of the period."""
         drdy = self._drdy
         if drdy.value() == 0:
-            self._next_drdy_us = -1  # data was waiting: the conversion phase is unknown
+            self._next_drdy_us = None  # data was waiting: the conversion phase is unknown
             return
         start = time.ticks_us()
         nxt = self._next_drdy_us
-        if nxt >= 0:
+        if nxt is not None:
             ahead = time.ticks_diff(nxt, start)
             if 0 < ahead < self._period_us:
                 time.sleep_us(ahead)
         timeout = self.drdy_timeout_us
         while drdy.value():
             if time.ticks_diff(time.ticks_us(), start) > timeout:
-                self._next_drdy_us = -1
+                self._next_drdy_us = None
                 raise OSError(110)  # ETIMEDOUT
         self._next_drdy_us = time.ticks_add(time.ticks_us(), self._period_us
                                             - self._drdy_guard_us)

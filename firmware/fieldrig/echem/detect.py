@@ -56,7 +56,7 @@ class SignalSpec:
     """A derived signal and its baseline model (see module doc). ea_* in kJ/mol."""
 
     def __init__(self, name, model, sigma_floor, ea_kj_mol=0.0, ea_range=(0.0, 0.0), beta=0.0,
-                 beta_range=(0.0, 0.0), rebase_on_current=False):
+                 beta_range=(0.0, 0.0), rebase_on_current=False, noise_in_ohm=False):
         self.name = name
         self.model = model
         self.sigma_floor = sigma_floor
@@ -65,6 +65,9 @@ class SignalSpec:
         self.beta = beta
         self.beta_range = beta_range
         self.rebase_on_current = rebase_on_current
+        # The value's noise is a fixed number of ohms, not a fixed fraction: the sigma of
+        # its ln scales with 1 / level, and a kept sigma is rescaled at every re-anchor.
+        self.noise_in_ohm = noise_in_ohm
 
 
 # fmt: off
@@ -78,8 +81,11 @@ SIGNALS = (
                rebase_on_current=True),
     # ln(Re Z_lf - |Z_hf|): the interfacial (charge transfer + contact) resistance; the
     # empirical contact term is the power law in P (contact area grows with pressure).
+    # A small difference of two large measured values: its noise is the impedance
+    # estimates' noise in ohms (heating 25 -> 45 C shrinks it 7x on Li|LPSCl|Li, and the
+    # sigma of its ln grows 7x).
     SignalSpec("ln_r_int", ARRHENIUS, 0.005, 40.0, (15.0, 80.0), 0.3, (0.0, 1.5),
-               rebase_on_current=True),
+               rebase_on_current=True, noise_in_ohm=True),
     SignalSpec("phase_mid_deg", LEVEL, 0.3),        # |phase| mid-arc (interface), deg
     SignalSpec("ln_v_noise", LEVEL, 0.05),          # ln(voltage noise rms, mV)
     # ln(|V| / |I|) while plating and settled: the plating overpotential per mA.
@@ -121,8 +127,11 @@ ROWS = (
     # rise spread over many observations (contact loss from voids at low stack
     # pressure: a few sigma each) is not one.
     Row("z_hf_step",          "ln_z_hf",       JUMP_UP,    0.0, 20.0, 0,   None,       0.6, 0.95),
-    # Voids: interfacial resistance creeping up while Li is stripped from the interface.
-    Row("r_int_rise",         "ln_r_int",      CUSUM_UP,   0.5, 10.0, 120, "stripping", 0.5, 0.9),
+    # Voids: interfacial resistance creeping up while Li is stripped from an interface.
+    # Gated on any current: in a Li|SE|Li cell one electrode is always being stripped
+    # (the counter electrode while the working one plates), and the cell's impedance,
+    # measured across both, holds both interfaces.
+    Row("r_int_rise",         "ln_r_int",      CUSUM_UP,   0.5, 10.0, 120, "current",  0.5, 0.9),
     Row("short_z_abs",        "z_hf_ohm",      BELOW,      0.0, 5.0,  0,   None,       0.9, 1.0,
         "ohm"),
     Row("short_v_collapse",   "v_abs_v",       BELOW,      0.0, 0.002, 30, "current",  0.8, 1.0,
@@ -220,6 +229,7 @@ class _Baseline:
         self.sxy_p = 0.0
         self.prev = None
         self.sigma = None
+        self.y0 = None
         self.restart()
 
     def restart(self, keep_sigma=False):
@@ -237,6 +247,8 @@ class _Baseline:
         self.stt = 0.0
         self.stp = 0.0
         self.spp = 0.0
+        # The level the kept sigma belongs to (noise_in_ohm: rescaled to the new one).
+        self.sigma_y0 = self.y0 if keep_sigma else None
         self.y0 = None
         self.keep_sigma = keep_sigma and self.sigma is not None
         self.settle_until = None
@@ -325,6 +337,10 @@ class _Baseline:
             self.y0 = self.a[0] + my
             self.xt0 = self.a[1] + mt
             self.xp0 = self.a[2] + mp
+            if (self.keep_sigma and self.spec.noise_in_ohm and self.sigma is not None
+                    and self.sigma_y0 is not None):
+                sd = self.sigma * math.exp(self.sigma_y0 - self.y0)
+                self.sigma = sd if sd > self.spec.sigma_floor else self.spec.sigma_floor
             if not self.keep_sigma:
                 # Variance of the compensated value y - b xT - c xP (temperature and
                 # pressure noise then counts in sigma, as it does in every residual).

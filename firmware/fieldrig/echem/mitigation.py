@@ -15,7 +15,9 @@ Actions:
 - ``pulsed_current``: from now on, plating steps run as pulses (``pulse_freq_hz``,
   ``pulse_duty``) at the same on-current: rests let Li+ and stress relax at defect tips.
 - ``lower_current``: multiply plating (soft short) or stripping (void) current by
-  ``lower_factor``, never below ``min_current_ma_cm2``.
+  ``lower_factor``, never below ``min_current_ma_cm2``. For a void seen during a plate
+  step the plate current is lowered: in a Li|SE|Li cell that step strips the counter
+  electrode, where the void grows.
 - ``raise_temperature``: heater target + ``temp_step_c``, capped at ``temp_max_c``
   (creep and self-diffusion speed up, voids heal, the CCD rises).
 - ``raise_pressure``: stack pressure + ``pressure_step_mpa``, capped at
@@ -197,7 +199,9 @@ class Mitigator:
             ev["freq_hz"] = spec.get("pulse_freq_hz", 1000.0)
             ev["duty"] = spec.get("pulse_duty", 0.5)
         elif name == "lower_current":
-            target = "strip" if kind == "void" else "plate"
+            # A void grows on the electrode the present current strips: the working
+            # electrode in a strip step, the counter electrode in a plate step (Li|SE|Li).
+            target = "strip" if kind == "void" and not ctx.plating else "plate"
             scale = ctx.strip_scale if target == "strip" else ctx.plate_scale
             new = scale * spec.get("lower_factor", 0.5)
             lo = spec.get("min_current_ma_cm2", 0.01)
