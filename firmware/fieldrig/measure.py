@@ -213,6 +213,9 @@ class ImpedanceHost:
         self._setpoint_ma = None
         self.current_changed_s = None
         self._track_plan = None
+        # self.unit holds the tracking multisine (True) or a sweep point's tone (False):
+        # one buffer for both, refilled for tracking after a sweep used it.
+        self._unit_tracking = False
 
     # ---- buffers -------------------------------------------------------------------
 
@@ -263,9 +266,14 @@ class ImpedanceHost:
             k_hi = k_lo + 8
         bins = impedance.log_bins(k_lo, k_hi, 3, odd=True)
         self._buffers()
-        _unit_multisine(bins, impedance.schroeder_phases(bins), n, self.unit)
         self._track_plan = (n, bins)
+        self._tracking_waveform()
         return self._track_plan
+
+    def _tracking_waveform(self):
+        n, bins = self._track_plan
+        _unit_multisine(bins, impedance.schroeder_phases(bins), n, self.unit)
+        self._unit_tracking = True
 
     # ---- acquisition -----------------------------------------------------------------
 
@@ -437,6 +445,11 @@ class ImpedanceHost:
         observation. Returns the estimates (low, middle, high tone) or None."""
         rig = self.rig
         n, bins = self.tracking_plan()
+        if not self._unit_tracking:
+            # An EIS sweep played its tones from the same table since the last block:
+            # without this, tracking after a sweep excites its last tone, not its own
+            # bins, and every estimate is too uncertain for the detector (it goes blind).
+            self._tracking_waveform()
         g = rig.galvanostat
         dc = g.setpoint_ma
         gate = rig.pulse_gate
@@ -568,6 +581,7 @@ class ImpedanceHost:
         else:
             self._buffers()
             _unit_multisine((p.periods,), (0.0,), p.n, self.unit)
+            self._unit_tracking = False
             dc = sw["dc_ma"]
             mag = sw["mag"]
             want = sw["amplitude_mv"] / mag if mag else 0.0

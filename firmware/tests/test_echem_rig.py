@@ -122,6 +122,38 @@ def _eis_step_sweeps_and_sends_the_spectrum():
     assert b.rig.galvanostat.range_index == -1
 
 
+def _tracking_after_an_eis_sweep_plays_its_own_multisine():
+    # The sweep and the tracking share one waveform table: after a sweep, tracking must
+    # excite its own bins again (it played the sweep's last tone, every estimate came
+    # out ~200 % uncertain and none reached the detector).
+    from fieldrig.echem_host import impedance_host, recipe_host
+
+    cell = _cell()
+    b = Bench(cell=cell, creep_tau_s=1e12)
+    b.run_ms(600)
+    assert b.command(0, "track_impedance", {"period_s": 1})["ok"]
+    b.run_ms(3000)
+    imp = impedance_host(b.rig)
+    before = imp.observations
+    assert before >= 2
+    host = recipe_host(b.rig)
+    host.load(EIS)
+    host.start()
+    for _ in range(100):
+        b.run_ms(200)
+        if host.state == "done":
+            break
+    assert host.state == "done", host.status()
+    n = len(b.impedance_points())
+    b.run_ms(3000)
+    after = [p for p in b.impedance_points()[n:] if p[7] & 0xF0 == 0]  # source: tracking
+    assert len(after) >= 6, after
+    for seq, t_s, t_us, f, zr, zi, rel, flags in after:
+        assert flags == 0 and rel < 0.01, (f, rel, flags)
+        _check_z(f, zr, zi, cell.impedance(f))
+    assert imp.observations >= before + 2, (before, imp.observations)
+
+
 # recheck off: this test follows one full response (rest, reverse, pulsed plating) into a
 # hard short; escalation of a persistent alarm is test_echem_recipe's and the bench's.
 SOAK = {"recipe": 1, "name": "plating-soak", "area_cm2": 1.0,
@@ -294,6 +326,10 @@ def test_tracking_matches_the_rc_cell():
 
 def test_eis_step_sweeps_and_sends_the_spectrum():
     run_isolated(HERE, "_eis_step_sweeps_and_sends_the_spectrum")
+
+
+def test_tracking_after_an_eis_sweep_plays_its_own_multisine():
+    run_isolated(HERE, "_tracking_after_an_eis_sweep_plays_its_own_multisine")
 
 
 def test_soft_short_is_mitigated_and_a_hard_short_latches_the_safe_state():
