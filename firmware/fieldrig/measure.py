@@ -267,11 +267,10 @@ class ImpedanceHost:
         bins = impedance.log_bins(k_lo, k_hi, 3, odd=True)
         self._buffers()
         self._track_plan = (n, bins)
-        self._tracking_waveform()
+        self._tracking_waveform(n, bins)
         return self._track_plan
 
-    def _tracking_waveform(self):
-        n, bins = self._track_plan
+    def _tracking_waveform(self, n, bins):
         _unit_multisine(bins, impedance.schroeder_phases(bins), n, self.unit)
         self._unit_tracking = True
 
@@ -449,7 +448,7 @@ class ImpedanceHost:
             # An EIS sweep played its tones from the same table since the last block:
             # without this, tracking after a sweep excites its last tone, not its own
             # bins, and every estimate is too uncertain for the detector (it goes blind).
-            self._tracking_waveform()
+            self._tracking_waveform(n, bins)
         g = rig.galvanostat
         dc = g.setpoint_ma
         gate = rig.pulse_gate
