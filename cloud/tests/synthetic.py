@@ -5,6 +5,7 @@ under test has to find it."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -51,3 +52,53 @@ def spectrum(params: list[float] = TRUE_EIS, noise: float = 0.005, seed: int = 5
     rng = np.random.default_rng(seed)
     z = z * (1 + noise * rng.standard_normal(len(z)))
     return FREQS, [float(x) for x in z.real], [float(x) for x in z.imag]
+
+
+def bench_ladder(t0_ns: int, levels_ma: list[float], short_level: int | None = None,
+                 rest_s: float = 10.0, half_s: float = 40.0, period_s: float = 0.25,
+                 r_cell_ohm: float = 83.0, r_short_ohm: float = 2.0,
+                 rest_noise_ma: float = 2e-4, clamp_after: int | None = None,
+                 boot: str = "7", seed: int = 11) -> list[dict[str, Any]]:
+    """Samples of a CCD ladder as the bench's firmware runs one (docs/demo.md): a rest,
+    then per level plate ``half_s``, rest ``rest_s``, strip ``half_s``, rest ``rest_s``.
+    At rest the current reads noise around zero (``rest_noise_ma``) while the voltage
+    relaxes from the last half's overpotential. From the start of level
+    ``short_level`` a dendrite of ``r_short_ohm`` parallels the cell.
+
+    Every sample carries the firmware's ``uptime_ns``; ``time_ns`` is the edge's UTC
+    mapping of it, which from sample ``clamp_after`` on runs into a clamp (the rig's
+    clock ahead of the gateway's: docs/demo.md, "Limits"): 1 ns apart."""
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, Any]] = []
+    up = 1_000_000_000
+    last_v = 0.0
+    seq = 0
+
+    def add(i_ma: float, v: float) -> None:
+        nonlocal seq, up
+        t = t0_ns + (up - 1_000_000_000)
+        if clamp_after is not None and seq >= clamp_after > 0:
+            t = out[clamp_after - 1]["time_ns"] + (seq - clamp_after + 1)
+        out.append({"seq": seq, "time_ns": t, "uptime_ns": up, "boot": boot,
+                    "cell_voltage_v": float(v), "cell_current_ma": float(i_ma),
+                    "cell_temp_c": 25.0, "stack_pressure_mpa": 12.0, "rig_state": 1})
+        seq += 1
+        up += round(period_s * 1e9)
+
+    def rest() -> None:
+        nonlocal last_v
+        for k in range(round(rest_s / period_s)):
+            add(rest_noise_ma * rng.standard_normal(), last_v * math.exp(-k * period_s / 3))
+        last_v = 0.0
+
+    rest()
+    for k, i_ma in enumerate(levels_ma):
+        shorted = short_level is not None and k >= short_level
+        r = r_cell_ohm * r_short_ohm / (r_cell_ohm + r_short_ohm) if shorted else r_cell_ohm
+        for sign in (1.0, -1.0):
+            for _ in range(round(half_s / period_s)):
+                i = sign * i_ma * (1 + 1e-4 * rng.standard_normal())
+                last_v = i * 1e-3 * r * (1 + 0.002 * rng.standard_normal())
+                add(i, last_v)
+            rest()
+    return out

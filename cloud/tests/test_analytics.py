@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from typing import Any
 
 import numpy as np
 import pytest
-from synthetic import TRUE_EIS, ladder, spectrum
+from synthetic import TRUE_EIS, bench_ladder, ladder, spectrum
 
 from fieldrig_cloud import analytics
 
@@ -170,6 +171,183 @@ def test_run_summary_charge_cycles_and_gaps() -> None:
     assert abs(r.net_charge_mah) < 0.01
     assert r.cycles == 2 and r.missing_samples == 10 and r.samples == 1990
     assert r.duration_s == pytest.approx(1999)
+
+
+# --- bench-like runs: rests, the firmware's clock and its own results ------------------
+
+AREA = 0.785
+LEVELS = [0.785, 1.5686, 2.3559, 3.1403]  # 1..4 mA/cm² on 0.785 cm²
+
+
+def _run_data(samples: list[dict[str, Any]], events: list[dict[str, Any]] = (),  # type: ignore[assignment]
+              impedance: list[dict[str, Any]] = ()) -> analytics.RunData:  # type: ignore[assignment]
+    """Rows as ``load_run`` reads them from InfluxDB (``time`` in ns, tags as strings)."""
+    data = analytics.RunData("lab-1", "rig-a", "run-1")
+    data.samples = [dict(r, time=r["time_ns"]) for r in samples]
+    data.events = list(events)
+    data.impedance = list(impedance)
+    return data
+
+
+def stored_event(event: str, time_ns: int, boot: str = "7", **body: Any) -> dict[str, Any]:
+    """An ``event`` row as the ingester stores a rig EVENT: its body in ``detail``'s
+    ``data`` (the gateway's envelope, docs/mqtt.md)."""
+    return {"time": time_ns, "event": event, "title": event, "boot": boot,
+            "severity": "alarm" if event == "echem_alarm" else "info",
+            "detail": json.dumps({"data": body, "seq": 12, "source": "rig"})}
+
+
+def test_rests_are_no_current_steps_so_a_healthy_ladder_has_no_ccd() -> None:
+    # On the bench a rest reads ~1e-4 mA of noise, and the voltage relaxes by millivolts:
+    # counted as current, its |V|/|I| made a reference resistance of ~kOhm, and the next
+    # step "collapsed" against it (a CCD of 1 mA/cm² where the firmware saw no short).
+    s = bench_ladder(T0, LEVELS)
+    t, i, v = _arrays(s, "time_ns", "cell_current_ma", "cell_voltage_v")
+    steps = analytics.segment_steps(np.asarray(i))
+    assert [st.carries_current for st in steps] == [False] + [True, False] * 8
+    r = analytics.extract_ccd([int(x) for x in t], i, v, area_cm2=AREA)
+    assert (r.ccd_ma, r.detection, r.source) == (None, "none", "analytics")
+    assert r.last_safe_ma == pytest.approx(LEVELS[-1], rel=1e-3)
+    # Cycles: plate then strip per level, whatever sign the rests' noise has.
+    summary = analytics.analyze(_run_data(s), AREA).summary
+    assert summary is not None and summary.cycles == len(LEVELS)
+
+
+@pytest.mark.parametrize("short_level", [1, 2, 3])
+def test_a_short_after_rests_is_found_at_its_level(short_level: int) -> None:
+    s = bench_ladder(T0, LEVELS, short_level)
+    t, i, v = _arrays(s, "time_ns", "cell_current_ma", "cell_voltage_v")
+    r = analytics.extract_ccd([int(x) for x in t], i, v, area_cm2=AREA)
+    assert r.detection == "voltage_collapse"
+    assert r.ccd_ma == pytest.approx(LEVELS[short_level], rel=1e-3)
+    assert r.short_step == 1 + 4 * short_level  # rest, then (plate, rest, strip, rest)
+    assert r.last_safe_ma == pytest.approx(LEVELS[short_level - 1], rel=1e-3)
+
+
+def test_the_firmwares_ladder_result_is_preferred_and_named() -> None:
+    # The firmware's recipe stopped on a soft short at 3 mA/cm² that the samples' voltage
+    # does not show: its result wins, and the stored CCD says where it came from.
+    s = bench_ladder(T0, LEVELS)
+    alarm_up = s[0]["uptime_ns"] + 230 * 10**9  # inside the 3 mA/cm² plating half
+    events = [stored_event("echem_alarm", T0 + 10**9, kind="soft_short", confidence=0.9,
+                           t_s=round(alarm_up / 1e9, 2), evidence=[]),
+              stored_event("recipe_done", T0 + 2 * 10**9, name="ccd ladder",
+                           result="stopped", reason="stop_on:soft_short",
+                           ccd_ma_cm2=3.0, last_passed_ma_cm2=2.0)]
+    a = analytics.analyze(_run_data(s, events), AREA)
+    c = a.ccd
+    assert c is not None and (c.source, c.detection) == ("firmware_recipe", "soft_short")
+    assert (c.ccd_ma_cm2, c.last_safe_ma_cm2) == (3.0, 2.0)
+    assert c.ccd_ma == pytest.approx(3.0 * AREA) and c.last_safe_ma == pytest.approx(2.0 * AREA)
+    # The short's time and step from the alarm, on the firmware's clock.
+    assert c.time_to_short_s == pytest.approx(230.0, abs=0.3)
+    assert c.short_step == 1 + 4 * 2
+    [line] = [ln for ln in a.lines if ln.startswith("ccd_result")]
+    assert 'source="firmware_recipe"' in line and "ccd_ma_cm2=3," in line
+    assert 'detection="soft_short"' in line and "last_safe_ma_cm2=2," in line
+    # Without the area the densities stay as the firmware reported them.
+    c = analytics.analyze(_run_data(s, events)).ccd
+    assert c is not None and (c.ccd_ma, c.ccd_ma_cm2, c.last_safe_ma_cm2) == (None, 3.0, 2.0)
+
+
+def test_the_firmwares_short_alarm_gives_the_ccd_where_no_recipe_reports_one() -> None:
+    # A soft short the firmware caught (and mitigated: no recipe_done) while plating at
+    # 2 mA/cm²; the UTC times were clamped (an accelerated rig), so only the uptime places
+    # the alarm. Its step's level is the CCD, the level before the last safe one.
+    s = bench_ladder(T0, LEVELS, clamp_after=300)
+    up0 = s[0]["uptime_ns"]
+    events = [stored_event("echem_alarm", T0 + 10**9, kind="void", confidence=0.7,
+                           t_s=round((up0 + 20 * 10**9) / 1e9, 2), evidence=[]),
+              stored_event("echem_alarm", T0 + 10**9 + 1, kind="soft_short", confidence=0.9,
+                           t_s=round((up0 + 125 * 10**9) / 1e9, 2), evidence=[]),
+              stored_event("recipe_step", T0 + 10**9 + 2, phase="end")]
+    c = analytics.analyze(_run_data(s, events), AREA).ccd
+    assert c is not None and (c.source, c.detection) == ("firmware_alarm", "soft_short")
+    assert c.ccd_ma == pytest.approx(LEVELS[1], rel=1e-3) and c.short_step == 5
+    assert c.last_safe_ma == pytest.approx(LEVELS[0], rel=1e-3)
+    assert c.time_to_short_s == pytest.approx(125.0, abs=0.3)
+    # Seen in a rest: the short grew in the current step before it.
+    rest_alarm = [dict(events[1], detail=json.dumps({"data": {
+        "kind": "hard_short", "t_s": round((up0 + 205 * 10**9) / 1e9, 2)}}))]
+    c = analytics.analyze(_run_data(s, rest_alarm), AREA).ccd
+    assert c is not None and c.short_step == 7 and c.detection == "hard_short"
+    assert c.ccd_ma == pytest.approx(LEVELS[1], rel=1e-3)
+    # An alarm of another boot is not this boot's short.
+    other = [dict(events[1], boot="8")]
+    c = analytics.analyze(_run_data(s, other), AREA).ccd
+    assert c is not None and (c.source, c.ccd_ma) == ("analytics", None)
+
+
+def test_a_ladder_the_firmware_passed_without_a_short_has_no_ccd() -> None:
+    s = bench_ladder(T0, LEVELS, short_level=3)  # the samples would say 4 mA/cm²
+    events = [stored_event("recipe_done", T0 + 10**9, result="completed",
+                           reason="completed", last_passed_ma_cm2=4.0)]
+    c = analytics.analyze(_run_data(s, events), AREA).ccd
+    assert c is not None and (c.source, c.ccd_ma, c.detection) == (
+        "firmware_recipe", None, "none")
+    assert c.last_safe_ma_cm2 == 4.0
+
+
+def test_charge_and_duration_are_on_the_firmwares_clock_when_times_are_clamped() -> None:
+    # From sample 300 on the edge's UTC times are 1 ns apart (the rig's clock ran ahead
+    # of the gateway's): the median gap was 1 ns and nearly every interval a "gap".
+    s = bench_ladder(T0, LEVELS, clamp_after=300)
+    t = [int(x["time_ns"]) for x in s]
+    assert np.median(np.diff(t)) == 1
+    a = analytics.analyze(_run_data(s), AREA)
+    assert a.summary is not None
+    # 80 s at each level, rests carry nothing: 80 s × Σ levels.
+    assert a.summary.charge_mah == pytest.approx(80 * sum(LEVELS) / 3600, rel=0.01)
+    assert abs(a.summary.net_charge_mah) < 0.01 * a.summary.charge_mah
+    assert a.summary.duration_s == pytest.approx((len(s) - 1) * 0.25)
+    # A real-time rig's times are its uptimes mapped 1:1: the same summary.
+    real = [dict(x, time_ns=T0 + x["uptime_ns"]) for x in s]
+    b = analytics.analyze(_run_data(real), AREA).summary
+    assert b is not None and b.charge_mah == pytest.approx(a.summary.charge_mah)
+    assert b.duration_s == pytest.approx(a.summary.duration_s)
+
+
+def test_charge_is_not_integrated_across_a_reboot() -> None:
+    s = bench_ladder(T0, [1.0], rest_s=1.0, half_s=50.0)  # rest, +1 mA, rest, −1 mA, rest
+    t_end = s[-1]["time_ns"]
+    again = bench_ladder(t_end + 60 * 10**9, [1.0], rest_s=1.0, half_s=50.0, boot="8")
+    a = analytics.analyze(_run_data(s + again), AREA).summary
+    assert a is not None
+    assert a.charge_mah == pytest.approx(2 * 100 * 1.0 / 3600, rel=0.02)
+    # The minute between the boots counts in the duration, not in the charge.
+    one = (len(s) - 1) * 0.25
+    assert a.duration_s == pytest.approx(one + 60 + one)
+
+
+def test_missing_samples_count_telemetry_seqs_neither_stored_nor_reported() -> None:
+    # Impedance points share the samples' sequence numbers (docs/link.md): three per
+    # tracking block here, none of them a missing sample.
+    s = bench_ladder(T0, [1.0], rest_s=5.0, half_s=20.0)
+    seqs, shifted, imp = [], [], []
+    k = 0
+    for x in s:
+        if x["seq"] % 40 == 10:
+            imp += [{"time": x["time_ns"] + j, "seq": k + j, "boot": "7",
+                     "source": "tracking", "z_mag_ohm": 80.0} for j in range(3)]
+            k += 3
+        shifted.append(dict(x, seq=k))
+        seqs.append(k)
+        k += 1
+    # Ten samples lost: six reported by the rig (telemetry_dropped), four nowhere.
+    lost = shifted[100:110]
+    kept = shifted[:100] + shifted[110:]
+    events = [stored_event("telemetry_dropped", T0, first_seq=lost[0]["seq"],
+                           last_seq=lost[5]["seq"], count=6)]
+    a = analytics.analyze(_run_data(kept, events, imp), AREA).summary
+    assert a is not None and (a.missing_samples, a.dropped_samples) == (4, 6)
+    # A report of another boot explains nothing here.
+    other = [dict(events[0], boot="8")]
+    a = analytics.analyze(_run_data(kept, other, imp), AREA).summary
+    assert a is not None and (a.missing_samples, a.dropped_samples) == (10, 0)
+    # Sample-borne |Z| (no source tag) takes no seq of its own.
+    a = analytics.analyze(_run_data(shifted, (), [dict(z, source=None) for z in imp]),
+                          AREA).summary
+    assert a is not None and a.missing_samples == len(imp)
 
 
 def test_events_become_grafana_annotations() -> None:

@@ -47,6 +47,9 @@ def test_acl_text_grants_only_own_rigs() -> None:
     gw1 = acl.split("user gw.lab-1.gw-1\n")[1].split("\n\n")[0].splitlines()
     assert "topic readwrite fieldrig/v1/lab-1/rig-a/telemetry" in gw1  # + witness read
     assert "topic write fieldrig/v1/lab-1/rig-a/status" in gw1
+    # Actuator state from the gateway's status polls: its own rigs', write only.
+    assert "topic write fieldrig/v1/lab-1/rig-a/actuators" in gw1
+    assert "topic write fieldrig/v1/lab-1/rig-b/actuators" in gw1
     assert "topic read fieldrig/v1/lab-1/rig-b/cmd" in gw1
     assert not any("rig-c" in ln or (ln.endswith("/cmd") and "write" in ln) for ln in gw1)
     assert "topic write fieldrig/v1/+/+/cmd" in acl.split("user op.alice\n")[1]
@@ -165,6 +168,7 @@ def test_gateway_publishes_only_its_own_rigs_and_never_commands(
 
     forbidden = [
         ("gw.lab-1.gw-1", "fieldrig/v1/lab-1/rig-c/telemetry"),  # gw-2's rig
+        ("gw.lab-1.gw-1", "fieldrig/v1/lab-1/rig-c/actuators"),
         ("gw.lab-1.gw-1", "fieldrig/v1/lab-2/rig-a/telemetry"),  # same rig id, other site
         ("gw.lab-1.gw-1", "fieldrig/v1/lab-1/rig-a/cmd"),        # commands: operators only
         ("gw.lab-1.gw-2", "fieldrig/v1/lab-1/rig-a/cmd"),
@@ -180,6 +184,7 @@ def test_gateway_publishes_only_its_own_rigs_and_never_commands(
     # after that reaches a subscriber behind it, so once the markers are in, a leaked
     # forbidden message would be too.
     for user, topic in [("gw.lab-1.gw-1", "fieldrig/v1/lab-1/rig-b/telemetry"),
+                        ("gw.lab-1.gw-1", "fieldrig/v1/lab-1/rig-b/actuators"),
                         ("gw.lab-1.gw-2", "fieldrig/v1/lab-1/rig-c/events"),
                         ("gw.lab-1.gw-1", "fieldrig/v1/lab-1/gateway/gw-1/health")]:
         c = conn(user, "marker")
@@ -188,7 +193,7 @@ def test_gateway_publishes_only_its_own_rigs_and_never_commands(
     op = conn("op.alice", "alice")
     assert not op.publish("fieldrig/v1/lab-1/rig-c/cmd", b"op-cmd-c").is_failure
     assert not op.publish("fieldrig/v1/lab-1/rig-a/cmd", b"op-cmd").is_failure
-    wait_until(lambda: sum(p == b"marker" for _, p in ingest.messages) == 3, 10, "markers")
+    wait_until(lambda: sum(p == b"marker" for _, p in ingest.messages) == 4, 10, "markers")
     wait_until(lambda: ("fieldrig/v1/lab-1/rig-a/cmd", b"op-cmd") in gw1_cmd.messages, 10,
                "operator command at the gateway")
     wait_until(lambda: ("fieldrig/v1/lab-1/rig-c/cmd", b"op-cmd-c") in gw2_cmd.messages, 10,

@@ -153,6 +153,8 @@ def test_analyze_prints_ccd_and_summary(filled: Filled, influx_args: list[str],
     out = json.loads(capsys.readouterr().out)
     assert out["ccd"]["short_step"] == 2 and out["ccd"]["ccd_ma"] == pytest.approx(0.3)
     assert out["ccd"]["ccd_ma_cm2"] == pytest.approx(0.6)
+    # The synthetic run has no firmware result: found in the samples.
+    assert out["ccd"]["source"] == "analytics"
     assert out["summary"]["samples"] == len(filled.samples)
     [fit] = out["eis_fits"].values()
     assert fit["r_interface_ohm"] == pytest.approx(400, rel=0.1)

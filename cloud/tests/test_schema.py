@@ -125,7 +125,7 @@ def test_unknown_topics_are_payload_errors(topic: str) -> None:
                     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c,
                                                                         max_size=4),
                     max_leaves=20),
-       st.sampled_from(["telemetry", "impedance", "events", "eis", "status"]))
+       st.sampled_from(["telemetry", "impedance", "events", "eis", "status", "actuators"]))
 def test_arbitrary_json_never_crashes(payload: Any, leaf: str) -> None:
     try:
         raw = json.dumps(payload).encode()
@@ -154,6 +154,130 @@ def test_events_list_and_single_event() -> None:
     one = dict(base, event="telemetry_dropped", time_ns=T, first_seq=1, last_seq=3, count=3)
     [line] = route("fieldrig/v1/lab-1/rig-a/events", one)
     assert "event=telemetry_dropped" in line and "severity=warning" in line
+
+
+def rig_event(name: str, **body: Any) -> dict[str, Any]:
+    """A rig EVENT as the gateway publishes it: the body under ``data`` (docs/mqtt.md)."""
+    return {"schema": 1, "site": "lab-1", "rig": "rig-a", "cell": "c1", "run": "r1",
+            "gateway": "gw-1", "boot": 7, "seq": 12, "time_ns": T, "source": "rig",
+            "event": name, "data": body}
+
+
+EVIDENCE = [{"row": "z_fall_hf", "value": 491.57, "threshold": 8.0, "z": -48.578,
+             "signal_value": 4.2752}]
+
+
+@pytest.mark.parametrize(("event", "severity", "tags"), [
+    # The firmware's detector: shorts are alarms, voids and cracks warnings.
+    (rig_event("echem_alarm", kind="soft_short", confidence=0.9, t_s=213.26,
+               evidence=EVIDENCE), "alarm", {"kind": "soft_short"}),
+    (rig_event("echem_alarm", kind="hard_short", confidence=1.0, t_s=9.5, evidence=[]),
+     "alarm", {"kind": "hard_short"}),
+    (rig_event("echem_alarm", kind="void", confidence=0.6, t_s=9.5, evidence=[]),
+     "warning", {"kind": "void"}),
+    (rig_event("echem_alarm", kind="crack", confidence=0.6, t_s=9.5, evidence=[]),
+     "warning", {"kind": "crack"}),
+    (rig_event("echem_alarm", kind="new_kind", confidence=0.6, t_s=9.5, evidence=[]),
+     "alarm", {"kind": "new_kind"}),
+    (rig_event("echem_alarm_cleared", kind="soft_short", t_s=300.0), "info",
+     {"kind": "soft_short"}),
+    # The safety table: by tier, and the safe state is always an alarm.
+    (rig_event("limit_tripped", row="over_temp", tier="fatal", reaction="safe_state",
+               value=121.5, threshold=120.0), "alarm", {"row": "over_temp"}),
+    (rig_event("limit_tripped", row="echem_hard_short", tier="fatal",
+               reaction="safe_state", value=True), "alarm", {"row": "echem_hard_short"}),
+    (rig_event("limit_tripped", row="under_pressure", tier="warning",
+               reaction="current_off", value=0.8, threshold=1.0), "warning",
+     {"row": "under_pressure"}),
+    (rig_event("limit_tripped", row="link_loss", tier="warning", reaction="event",
+               value=31000, threshold=30000), "warning", {"row": "link_loss"}),
+    (rig_event("limit_cleared", row="under_pressure", tier="warning"), "info",
+     {"row": "under_pressure"}),
+    # Each response to an alarm is a warning (the alarm counts once, by its own event),
+    # except the one that puts the rig in its safe state.
+    (rig_event("mitigation", alarm="soft_short", attempt=1, action="rest", applied=True,
+               rest_s=60), "warning", {"kind": "soft_short"}),
+    (rig_event("mitigation", alarm="soft_short", attempt=4, action="safe_state",
+               applied=True), "alarm", {"kind": "soft_short"}),
+    (rig_event("recipe_step", phase="end", type="rest"), "info", {}),
+])
+def test_firmware_alarm_events_get_their_severity_and_diagnosis(
+        event: dict[str, Any], severity: str, tags: dict[str, str]) -> None:
+    [line] = route("fieldrig/v1/lab-1/rig-a/events", event)
+    key = line.split(" ", 1)[0]
+    got = dict(kv.split("=", 1) for kv in key.split(",")[1:])
+    assert got.pop("severity") == severity
+    assert {k: v for k, v in got.items() if k in ("kind", "row")} == tags
+    assert got["event"] == event["event"] and got["boot"] == "7"
+    # The annotation text says what the firmware said, not how the gateway wrapped it.
+    text = line.split(',text="', 1)[1].split('",detail=', 1)[0]
+    assert text.startswith(event["event"]) and "source=" not in text and "data=" not in text
+    for k, v in event["data"].items():
+        if isinstance(v, str):
+            assert f"{k}={v}" in text
+
+
+def test_a_diagnosis_that_is_no_name_stays_in_the_detail_only() -> None:
+    [line] = route("fieldrig/v1/lab-1/rig-a/events",
+                   rig_event("echem_alarm", kind=["soft_short"], confidence=0.9))
+    assert ",kind=" not in line.split(" ", 1)[0] and "severity=alarm" in line
+    [line] = route("fieldrig/v1/lab-1/rig-a/events",
+                   rig_event("limit_tripped", row="x" * 65, tier="fatal"))
+    assert ",row=" not in line.split(" ", 1)[0] and "severity=alarm" in line
+
+
+def actuator_payload(**over: Any) -> dict[str, Any]:
+    """As the gateway publishes a rig's actuator state (docs/mqtt.md, "Actuator state")."""
+    return {"schema": 1, "site": "lab-1", "rig": "rig-a", "cell": "c1", "run": "r1",
+            "gateway": "gw-1", "boot": 7, "time_ns": T, "uptime_s": 1234,
+            "current_setpoint_ma": 0.785, "temp_setpoint_c": None,
+            "pressure_setpoint_mpa": 12.0, "heater_duty": 0.0, "current_range": 1,
+            "press_position_steps": 1520, "state": "running", **over}
+
+
+def test_actuator_state_becomes_an_actuator_state_point() -> None:
+    [line] = route("fieldrig/v1/lab-1/rig-a/actuators", actuator_payload())
+    # The fields the set-point panels read (fieldrig_cloud.dashboards), tagged like the
+    # rig's samples; a null set-point (heater off) is left out.
+    assert line == ("actuator_state,boot=7,cell=c1,rig=rig-a,run=r1,site=lab-1 "
+                    "current_setpoint_ma=0.785,pressure_setpoint_mpa=12,heater_duty=0,"
+                    f'current_range=1i,press_position_steps=1520i,state="running" {T}')
+    [line] = route("fieldrig/v1/lab-1/rig-a/actuators",
+                   actuator_payload(temp_setpoint_c=30, current_setpoint_ma=-1))
+    # Numbers are floats whatever their JSON form (no "i": no field-type conflicts).
+    assert "current_setpoint_ma=-1,temp_setpoint_c=30," in line
+
+
+@pytest.mark.parametrize(("over", "why"), [
+    ({"time_ns": None}, "bad time_ns"),
+    ({"current_setpoint_ma": "0.5"}, "current_setpoint_ma must be a number"),
+    ({"current_range": 1.5}, "current_range must be an integer"),
+    ({"state": 3}, "'state' must be"),
+    ({"rig": "rig-b"}, "does not match topic"),
+    ({"current_setpoint_ma": None, "pressure_setpoint_mpa": None, "heater_duty": None,
+      "current_range": None, "press_position_steps": None, "state": None},
+     "no actuator values"),
+])
+def test_bad_actuator_state_is_refused(over: dict[str, Any], why: str) -> None:
+    with pytest.raises(PayloadError, match=why):
+        route("fieldrig/v1/lab-1/rig-a/actuators", actuator_payload(**over))
+
+
+def test_samples_keep_the_rigs_uptime_on_both_paths() -> None:
+    # The edge sends each sample's uptime (docs/mqtt.md): stored as an integer field,
+    # on the float-text fast path and the checked path alike.
+    p = telemetry("rig-a", range(2), T, uptime_ns=5_250_000_000)
+    p["samples"][1]["uptime_ns"] = 5_500_000_000
+    fast = route(TOPIC, p)
+    assert ",uptime_ns=5250000000i," in fast[0] and ",uptime_ns=5500000000i," in fast[1]
+    p["samples"][1]["step"] = 2  # an optional field: the checked path
+    checked = route(TOPIC, p)
+    assert ",uptime_ns=5500000000i," in checked[1] and "step=2i" in checked[1]
+    assert checked[0] == fast[0]
+    for bad in (-1, 1.5, "5"):
+        p["samples"][0]["uptime_ns"] = bad
+        with pytest.raises(PayloadError, match="uptime_ns"):
+            route(TOPIC, p)
 
 
 def test_eis_spectrum_points_have_distinct_keys_and_derived_polar_form() -> None:

@@ -27,10 +27,12 @@ def gateway_config(tmp_path: Path, broker: Any, rigs: list[tuple[str, int]],
                    **opts: Any) -> GatewayConfig:
     """rigs: (rig id, TCP port on 127.0.0.1); limits: rig id -> command limits."""
     # No ingester in most gateway tests: rows leave on the broker's PUBACK (tests with
-    # an ingester pass confirm_stored=True).
+    # an ingester pass confirm_stored=True). No status polls either: the command tests
+    # count what reaches the rig (tests of the actuator state pass actuator_poll_s).
     defaults: dict[str, Any] = {"batch_wait_s": 0.05, "health_interval_s": 1.0,
                                 "reconnect_max_s": 0.5, "command_timeout_s": 2.0,
-                                "shutdown_flush_s": 5.0, "confirm_stored": False}
+                                "shutdown_flush_s": 5.0, "confirm_stored": False,
+                                "actuator_poll_s": 0.0}
     defaults.update(opts)
     return GatewayConfig(
         site="lab-1", gateway_id="gw-1",

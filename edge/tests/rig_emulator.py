@@ -159,6 +159,8 @@ class RigEmulator:
         # boot -> telemetry seq -> (f_hz, z_re, z_im, rel_err, flags) as float32 sent
         self.impedance: dict[int, dict[int, tuple[Any, ...]]] = {}
         self.truth_utc: dict[tuple[int, int], int] = {}
+        # (boot, seq) -> the uptime the SAMPLE carries (ns, whole microseconds)
+        self.truth_uptime_ns: dict[tuple[int, int], int] = {}
         self.dropped: dict[int, list[tuple[int, int]]] = {}
         self.rel_dropped: dict[int, int] = {}
         self.executed: list[dict[str, Any]] = []
@@ -253,6 +255,7 @@ class RigEmulator:
         seq = st.next_seq
         up = self.uptime_ns()
         self.truth_utc[(self.boot, seq)] = time.time_ns()
+        self.truth_uptime_ns[(self.boot, seq)] = up // 1000 * 1000
         v, i, t, p = synthetic(seq)
         body = link.SAMPLE.pack(up // 1_000_000_000, (up % 1_000_000_000) // 1000, v, i, t, p,
                                 self.rig_state)

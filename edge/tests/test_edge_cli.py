@@ -53,6 +53,9 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     assert cfg.rigs[0].limits["set_current.current_ma"] == (-5.0, 5.0)
     assert cfg.broker.password == "s3cret-pw" and "s3cret" not in repr(cfg)
     assert cfg.batch_wait_s == 0.2 and cfg.spool.max_bytes == 2048 * 1024 * 1024
+    assert cfg.actuator_poll_s == 5.0
+    off = load(tmp_path, BASE.replace("[spool]", "[publish]\nactuator_poll_s = 0\n[spool]"))
+    assert off.actuator_poll_s == 0.0
 
 
 @pytest.mark.parametrize("patch,error", [
@@ -71,6 +74,8 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     (('host = "127.0.0.1"', 'host = "h"\nusername = "u"\npassword_env = "NOPE"'),
      "'NOPE' is not set"),
     (("[spool]", '[log]\nlevel = "LOUD"\n[spool]'), "log.level"),
+    # A status poll 10 times a second would crowd out the operators' commands.
+    (("[spool]", "[publish]\nactuator_poll_s = 0.1\n[spool]"), "publish.actuator_poll_s"),
     # Without its header, spool's key lands in the table above it: named there.
     (("[spool]\n", ""), "broker: unknown key(s) path"),
 ])

@@ -1,7 +1,8 @@
 """The gateway against the CPython rig emulator and a real Mosquitto: the normal path.
 
-Every sample arrives exactly once with its values, timestamps are monotonic and within
-the stated error of the rig's true sampling time, events and status are published."""
+Every sample arrives exactly once with its values and the rig's uptime, timestamps are
+monotonic and within the stated error of the rig's true sampling time, events and status
+are published."""
 
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def test_two_rigs_every_sample_once_with_values_and_time(
             assert (s["cell_voltage_v"], s["cell_current_ma"], s["cell_temp_c"],
                     s["stack_pressure_mpa"]) == synthetic(seq)
             assert s["rig_state"] == 1
+            # The rig's own clock travels too: time_ns is only its (clamped) mapping.
+            assert s["uptime_ns"] == rig.truth_uptime_ns[(rig.boot, seq)]
             times.append(s["time_ns"])
             # Stated error (docs/edge.md): half the best SYNC round trip plus the
             # correction still being slewed in; on loopback well under 5 ms.

@@ -196,3 +196,67 @@ def test_real_firmware_over_a_corrupting_dropping_line_loses_nothing(
     assert h.link_errors > 0 and h.connects >= 5 and h.resyncs == 0, h
     assert sum(down.stats.values()) > 20 and sum(up.stats.values()) > 5
     assert got[b"c-1"]["ok"] and got[b"c-1"]["result"]["current_ma"] == 0.25
+
+
+def test_gateway_polls_the_rigs_status_and_publishes_its_actuator_state(
+        mosquitto: Any, recorder: Recorder, start_rig: Callable[..., FirmwareRig],
+        tmp_path: Path) -> None:
+    # The SAMPLE carries no set-points (docs/link.md): the gateway asks the rig for its
+    # status on its own and publishes what the rig is told to do (docs/mqtt.md).
+    fw = start_rig(rig_id="rig-f", period_ms=20)
+    ops = Recorder(mosquitto.host, mosquitto.port, topic=REPLIES, client_id="ops").start()
+    req = Requester(mosquitto.host, mosquitto.port)
+    cfg = gateway_config(tmp_path, mosquitto, [("rig-f", fw.port)], actuator_poll_s=0.5)
+
+    def told(d: Any) -> bool:
+        return (d.payload.get("current_setpoint_ma") == 0.25
+                and d.payload.get("temp_setpoint_c") == 30.0)
+
+    async def main() -> Gateway:
+        gw = Gateway(cfg)
+        stop = asyncio.Event()
+        task = asyncio.create_task(gw.run(stop))
+        try:
+            await wait_until(lambda: gw.commands_ready.is_set() and
+                             gw.sessions["rig-f"].health.samples > 0, 20, "rig online")
+            await wait_until(lambda: recorder.of("actuators"), 10, "a first actuator state")
+            await asyncio.to_thread(req.send, "rig-f", {
+                "schema": 1, "cmd": "set_current", "args": {"current_ma": 0.25}}, b"i-1")
+            await asyncio.to_thread(req.send, "rig-f", {
+                "schema": 1, "cmd": "set_temperature", "args": {"temp_c": 30.0}}, b"t-1")
+            await wait_until(lambda: any(told(d) for d in recorder.of("actuators")), 20,
+                             "the new set-points in the actuator state")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return gw
+
+    try:
+        gw = asyncio.run(main())
+        got = responses(ops, 2)
+        time.sleep(0.3)  # a response to a poll would have arrived by now
+        replies = list(ops.of("test"))
+    finally:
+        req.stop()
+        ops.stop()
+    states = recorder.of("actuators")
+    before, after = states[0].payload, next(d.payload for d in states if told(d))
+    assert states[0].topic == "fieldrig/v1/lab-1/rig-f/actuators" and not states[0].retain
+    # Before the commands: current off, heater not controlled (null), nothing invented.
+    assert before["current_setpoint_ma"] == 0.0 and before["temp_setpoint_c"] is None
+    assert after["state"] == "running" and after["current_range"] >= 0
+    assert isinstance(after["press_position_steps"], int)
+    assert 0.0 <= after["heater_duty"] <= 1.0
+    assert (after["schema"], after["rig"], after["cell"], after["run"]) == (
+        1, "rig-f", "cell-rig-f", "run-1")
+    # On the samples' timeline: the rig's uptime at the reply, mapped like its samples.
+    samples = recorder.sample_rows()
+    first = min(s["time_ns"] for s in samples.values())
+    last = max(s["time_ns"] for s in samples.values())
+    assert first - 1_000_000_000 <= before["time_ns"] <= after["time_ns"] <= last
+    assert after["boot"] == before["boot"] == next(iter(samples))[1]
+    # The polls are the gateway's own: no response anywhere, not counted as commands.
+    assert got[b"i-1"]["ok"] and got[b"t-1"]["ok"] and len(replies) == 2
+    h = gw.sessions["rig-f"].health
+    assert h.actuator_polls >= 2 and h.actuator_poll_failures == 0
+    assert (h.commands_sent, h.commands_ok, h.late_replies) == (2, 2, 0)

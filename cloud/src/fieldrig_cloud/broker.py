@@ -39,7 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 TOPIC_ROOT = "fieldrig/v1"
-RIG_PUBLISH_LEAVES = ("telemetry", "impedance", "events", "eis", "status")
+# Actuator state (the gateway's status polls) is published like status: not witnessed.
+RIG_PUBLISH_LEAVES = ("telemetry", "impedance", "events", "eis", "status", "actuators")
 GATEWAY_PUBLISH_LEAVES = ("status", "health")
 WITNESSED_LEAVES = ("telemetry", "impedance", "events", "eis")
 # mosquitto_passwd's own default. The passwords generated here are 256-bit random

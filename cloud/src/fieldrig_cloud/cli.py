@@ -200,7 +200,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         c = result.ccd
         out["ccd"] = {"ccd_ma": c.ccd_ma, "ccd_ma_cm2": c.ccd_ma_cm2, "short_step": c.short_step,
                       "time_to_short_s": c.time_to_short_s, "last_safe_ma": c.last_safe_ma,
-                      "detection": c.detection}
+                      "last_safe_ma_cm2": c.last_safe_ma_cm2, "detection": c.detection,
+                      "source": c.source}
     if result.summary is not None:
         out["summary"] = dataclasses.asdict(result.summary)
     print(json.dumps(out, indent=2))

@@ -69,8 +69,10 @@ QUERIES: dict[str, Q] = {
                       f'{SITE} GROUP BY "rig"', "table"),
     "alarm_count": Q('SELECT count("title") FROM "keep"."event" WHERE $timeFilter AND '
                      f"\"severity\" = 'alarm' AND {SITE} GROUP BY \"rig\"", "table"),
-    "recent_events": Q('SELECT "rig", "event", "severity", "text" FROM "keep"."event" WHERE '
-                       f"$timeFilter AND {SITE} ORDER BY time DESC LIMIT 100", "table"),
+    # kind / row: the firmware's diagnosis (echem alarm kind, safety row) of an alarm.
+    "recent_events": Q('SELECT "rig", "event", "severity", "kind", "row", "text" FROM '
+                       f'"keep"."event" WHERE $timeFilter AND {SITE} ORDER BY time DESC '
+                       "LIMIT 100", "table"),
     "gateways_online": Q('SELECT last("online") FROM "gateway_health" WHERE $timeFilter AND '
                          f'{SITE} GROUP BY "gateway"', "table"),
     "max_temp": Q('SELECT max("cell_temp_c") FROM "cell_sample" WHERE $timeFilter AND '
@@ -105,8 +107,8 @@ QUERIES: dict[str, Q] = {
                    "GROUP BY time($__interval) fill(none)"),
     "rig_state": Q('SELECT last("rig_state") AS "state" FROM "$rp"."cell_sample" WHERE '
                    f"$timeFilter AND {SITE} AND {RIG} GROUP BY time($__interval) fill(previous)"),
-    "rig_events": Q('SELECT "title", "text", "severity" FROM "keep"."event" WHERE $timeFilter '
-                    f"AND {SITE} AND {RIG}", "table"),
+    "rig_events": Q('SELECT "title", "text", "severity", "kind", "row" FROM "keep"."event" '
+                    f"WHERE $timeFilter AND {SITE} AND {RIG}", "table"),
     # EIS
     "nyquist": Q('SELECT "z_real_ohm" AS "Z′ (Ω)", "z_imag_ohm" * -1 AS "−Z″ (Ω)" FROM '
                  f'"keep"."eis_spectrum" WHERE $timeFilter AND {SITE} AND {RIG} AND {RUN}',
@@ -120,9 +122,10 @@ QUERIES: dict[str, Q] = {
     "eis_fit_quality": Q('SELECT "rmse_rel", "circuit", "n_points" FROM "keep"."eis_fit" WHERE '
                          f"$timeFilter AND {SITE} AND {RIG} AND {RUN}", "table"),
     # CCD and run summaries
-    "ccd_table": Q('SELECT "ccd_ma", "ccd_ma_cm2", "short_step", "time_to_short_s", "detection" '
-                   f'FROM "keep"."ccd_result" WHERE $timeFilter AND {SITE} GROUP BY "rig", "run"',
-                   "table"),
+    # source: the firmware's recipe result, its short alarm, or the samples (analytics).
+    "ccd_table": Q('SELECT "ccd_ma", "ccd_ma_cm2", "short_step", "time_to_short_s", "detection", '
+                   f'"source" FROM "keep"."ccd_result" WHERE $timeFilter AND {SITE} GROUP BY '
+                   '"rig", "run"', "table"),
     "ccd_bars": Q('SELECT last("ccd_ma") AS "CCD (mA)" FROM "keep"."ccd_result" WHERE '
                   f'$timeFilter AND {SITE} GROUP BY "rig", "run"', "table"),
     "run_summary": Q('SELECT "duration_s", "charge_mah", "cycles", "samples", "time_to_short_s", '

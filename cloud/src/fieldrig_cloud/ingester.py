@@ -1,4 +1,5 @@
-"""Ingester: MQTT v5 (telemetry, impedance, events, EIS, status, gateway health) -> InfluxDB.
+"""Ingester: MQTT v5 (telemetry, impedance, events, EIS, status, actuator state, gateway
+health) -> InfluxDB.
 
 Delivery guarantee, and how each piece gives it:
 
@@ -52,6 +53,7 @@ INGEST_FILTERS = (
     "+/+/events",
     "+/+/eis",
     "+/+/status",
+    "+/+/actuators",
     "+/gateway/+/status",
     "+/gateway/+/health",
 )

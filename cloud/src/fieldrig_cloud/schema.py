@@ -46,8 +46,19 @@ SAMPLE_INT_FIELDS = ("seq", "rig_state")  # required; the float fields may be nu
 # Optional per-sample fields: where a recipe is (cell_sample), what the rig is told to
 # do (actuator_state) and the dendrite watch's single-frequency impedance (impedance).
 SAMPLE_OPTIONAL_INT_FIELDS = ("step", "cycle")
+# The firmware's own clock at the sample (SAMPLE uptime, ns; docs/link.md): time_ns is
+# its UTC mapping, which the edge keeps strictly increasing and may clamp (a rig clock
+# running ahead of the gateway's, e.g. an accelerated bench), so durations and charge
+# are measured on this one (fieldrig_cloud.analytics). Optional: older edges omit it.
+SAMPLE_UPTIME_FIELD = "uptime_ns"
 ACTUATOR_FIELDS = ("current_setpoint_ma", "temp_setpoint_c", "pressure_setpoint_mpa",
                    "heater_duty", "pulse_on_us", "pulse_off_us")
+# What a gateway reads from a rig's ``status`` reply and publishes on .../actuators
+# (docs/mqtt.md, "Actuator state"): the set-points and the duty as floats (like the
+# sample-borne ones above), the galvanostat's range and the press position as ints.
+ACTUATOR_STATE_FLOAT_FIELDS = ("current_setpoint_ma", "temp_setpoint_c",
+                               "pressure_setpoint_mpa", "heater_duty")
+ACTUATOR_STATE_INT_FIELDS = ("current_range", "press_position_steps")
 IMPEDANCE_FIELDS = ("z_freq_hz", "z_mag_ohm", "z_phase_deg")
 # Impedance points from the rig's link (MSG_IMPEDANCE, topic .../impedance).
 IMPEDANCE_QUALITIES = frozenset({"good", "fair", "poor", "unknown"})
@@ -72,6 +83,23 @@ ALARM_EVENTS = frozenset({
 })
 WARNING_EVENTS = frozenset({"telemetry_dropped", "crack_suspected", "void_suspected",
                             "link_lost", "recipe_aborted"})
+# The firmware names its alarms by layer, the diagnosis in the body (docs/link.md,
+# docs/firmware.md): ``echem_alarm`` {kind, confidence, evidence} from the dendrite
+# detector, ``limit_tripped`` {row, tier, reaction, value, threshold} from the safety
+# table, ``mitigation`` {alarm, action, ...} for each response. Shorts are alarms (a
+# dendrite through the electrolyte); voids and cracks degrade the cell without
+# endangering it: warnings. A kind this table does not know stays an alarm: the
+# firmware raised it as one.
+ECHEM_ALARM_SEVERITY = {"soft_short": "alarm", "hard_short": "alarm", "void": "warning",
+                        "crack": "warning"}
+# A safety row's tier decides, and whatever puts the rig in its safe state is an alarm.
+LIMIT_TIER_SEVERITY = {"fatal": "alarm", "warning": "warning", "info": "info"}
+SAFE_STATE = "safe_state"
+# Event tags naming the diagnosis, so panels and rules can filter or group by it:
+# ``kind`` (echem_alarm, echem_alarm_cleared; a mitigation's ``alarm``) and ``row``
+# (limit_tripped, limit_cleared). Both come from small fixed tables in the firmware.
+EVENT_KIND_TAG = "kind"
+EVENT_ROW_TAG = "row"
 
 
 class PayloadError(ValueError):
@@ -239,6 +267,9 @@ def telemetry_encoded(payload: Any, topic: Topic | None = None,
     cell_fmt = (cell_prefix.encode().replace(b"%", b"%%")
                 + b" seq=%di,rig_state=%di,cell_voltage_v=%s,cell_current_ma=%s,"
                   b"cell_temp_c=%s,stack_pressure_mpa=%s %d")
+    cell_up_fmt = (cell_prefix.encode().replace(b"%", b"%%")
+                   + b" seq=%di,rig_state=%di,uptime_ns=%di,cell_voltage_v=%s,"
+                     b"cell_current_ma=%s,cell_temp_c=%s,stack_pressure_mpa=%s %d")
     act_prefix: str | None = None
     imp_prefix: str | None = None
     ff = lineproto.format_float
@@ -256,18 +287,30 @@ def telemetry_encoded(payload: Any, topic: Topic | None = None,
                                s["stack_pressure_mpa"])
         except (KeyError, TypeError):
             t = None
-        # Seven keys, all of them read above: none of the optional ones (cheaper than
-        # the set test, which only samples with other keys need).
         if (type(t) is int and 0 < t <= INT64_MAX and type(seq) is int
-                and type(state) is int and (len(s) == 7 or optional.isdisjoint(s))):
-            if (type(v) is nt and type(cur) is nt and type(temp) is nt
-                    and type(p) is nt):
-                lines.append(cell_fmt % (seq, state, v, cur, temp, p, t))
+                and type(state) is int):
+            # Seven keys, all of them read above, or eight with the rig's uptime (what
+            # the edge sends): none of the other optional ones (cheaper than the set
+            # test, which only samples with other keys need).
+            n = len(s)
+            if n == 8:
+                up = s.get(SAMPLE_UPTIME_FIELD)
+                plain = type(up) is int and 0 <= up <= INT64_MAX
+            else:
+                up = None
+                plain = n == 7 or optional.isdisjoint(s)
+            if plain and (type(v) is nt and type(cur) is nt and type(temp) is nt
+                          and type(p) is nt):
+                if up is None:
+                    lines.append(cell_fmt % (seq, state, v, cur, temp, p, t))
+                else:
+                    lines.append(cell_up_fmt % (seq, state, up, v, cur, temp, p, t))
                 continue
-            if (type(v) is float and type(cur) is float and type(temp) is float
-                    and type(p) is float and v - v == 0.0 and cur - cur == 0.0
-                    and temp - temp == 0.0 and p - p == 0.0):
-                lines.append(f"{cell_prefix} seq={seq}i,rig_state={state}i,"
+            if plain and (type(v) is float and type(cur) is float and type(temp) is float
+                          and type(p) is float and v - v == 0.0 and cur - cur == 0.0
+                          and temp - temp == 0.0 and p - p == 0.0):
+                uptime = "" if up is None else f"uptime_ns={up}i,"
+                lines.append(f"{cell_prefix} seq={seq}i,rig_state={state}i,{uptime}"
                              f"cell_voltage_v={ff(v)},cell_current_ma={ff(cur)},"
                              f"cell_temp_c={ff(temp)},stack_pressure_mpa={ff(p)} {t}"
                              .encode())
@@ -288,8 +331,8 @@ def telemetry_encoded(payload: Any, topic: Topic | None = None,
     return Encoded(lines, measurements, len(samples), samples[-1]["time_ns"] if samples else 0)
 
 
-_OPTIONAL_SAMPLE_KEYS = frozenset((*SAMPLE_OPTIONAL_INT_FIELDS, *ACTUATOR_FIELDS,
-                                   *IMPEDANCE_FIELDS))
+_OPTIONAL_SAMPLE_KEYS = frozenset((*SAMPLE_OPTIONAL_INT_FIELDS, SAMPLE_UPTIME_FIELD,
+                                   *ACTUATOR_FIELDS, *IMPEDANCE_FIELDS))
 
 
 def _sample_fields(s: Any, i: int) -> tuple[int, str, str, str]:
@@ -303,6 +346,11 @@ def _sample_fields(s: Any, i: int) -> tuple[int, str, str, str]:
     parts = [f"{key}={_int(s, name, where)}i" for name, key in _CELL_INT]
     parts += [f"{name}={_int(s, name, where)}i" for name in SAMPLE_OPTIONAL_INT_FIELDS
               if name in s]
+    if s.get(SAMPLE_UPTIME_FIELD) is not None:
+        up = _int(s, SAMPLE_UPTIME_FIELD, where)
+        if not 0 <= up <= INT64_MAX:
+            raise PayloadError(f"{where}: {SAMPLE_UPTIME_FIELD} must be 0..2**63-1")
+        parts.append(f"{SAMPLE_UPTIME_FIELD}={up}i")
     # null: the edge's "no reading" (a failed sensor reads NaN, which JSON cannot carry).
     # The field is left out of the point; the sample (and its seq) is still stored.
     parts += [f"{key}={ff(_float(s, name, where))}" for name, key in _CELL_FLOAT
@@ -379,14 +427,80 @@ def impedance_points(payload: Any, topic: Topic | None = None) -> list[str]:
     return lines
 
 
-def event_severity(name: str, given: Any) -> str:
+def actuator_points(payload: Any, topic: Topic) -> list[str]:
+    """One rig's actuator state (docs/mqtt.md, "Actuator state"): one ``actuator_state``
+    point at the payload's time (the rig's uptime at its ``status`` reply, mapped to UTC
+    by the gateway), tagged like the rig's samples. A null set-point means the output is
+    off (heater off, pressure not controlled): the field is left out."""
+    tags = _envelope(payload, topic, TAGS)
+    t = _check_time(payload.get("time_ns"), "actuator state")
+    where = "actuator state"
+    fields: dict[str, FieldValue] = {}
+    for name in ACTUATOR_STATE_FLOAT_FIELDS:
+        if payload.get(name) is not None:
+            fields[name] = _float(payload, name, where)
+    for name in ACTUATOR_STATE_INT_FIELDS:
+        if payload.get(name) is not None:
+            fields[name] = _int(payload, name, where)
+    state = payload.get("state")
+    if state is not None:
+        if not isinstance(state, str) or not state:
+            raise PayloadError(f"{where}: 'state' must be a non-empty string")
+        fields["state"] = state[:MAX_STRING_FIELD]
+    if not fields:
+        raise PayloadError(f"{where} carries no actuator values")
+    return [lineproto.point(ACTUATOR_STATE, tags, fields, t)]
+
+
+def event_severity(name: str, given: Any, body: dict[str, Any] | None = None) -> str:
+    """Severity of an event: the payload's own, else from the firmware's event body
+    (``echem_alarm`` by its kind, ``limit_tripped`` by its tier and reaction, a
+    ``mitigation`` by its action), else from the name."""
     if isinstance(given, str) and given in ("info", "warning", "alarm"):
         return given
+    b = body or {}
+    if name == "echem_alarm":
+        kind = b.get("kind")
+        return ECHEM_ALARM_SEVERITY.get(kind, "alarm") if isinstance(kind, str) else "alarm"
+    if name == "limit_tripped":
+        if b.get("reaction") == SAFE_STATE:
+            return "alarm"
+        tier = b.get("tier")
+        severity = LIMIT_TIER_SEVERITY.get(tier) if isinstance(tier, str) else None
+        # A row of a tier this table does not know still tripped: never below a warning.
+        return severity or "warning"
+    if name == "mitigation":
+        # Each response to an alarm; the alarm itself is counted once, by its own event.
+        return "alarm" if b.get("action") == SAFE_STATE else "warning"
     if name in ALARM_EVENTS:
         return "alarm"
     if name in WARNING_EVENTS:
         return "warning"
     return "info"
+
+
+def _event_body(ev: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
+    """The firmware's event body: the gateway passes a rig EVENT's JSON (without its
+    name) as ``data`` (docs/mqtt.md, "Events"); other publishers put it in the event."""
+    data = ev.get("data")
+    return data if isinstance(data, dict) else extras
+
+
+def _diagnosis_tags(name: str, body: dict[str, Any]) -> dict[str, str]:
+    """``kind`` / ``row`` tags of the firmware's alarm events (see EVENT_KIND_TAG)."""
+    if name in ("echem_alarm", "echem_alarm_cleared"):
+        key, value = EVENT_KIND_TAG, body.get("kind")
+    elif name == "mitigation":
+        key, value = EVENT_KIND_TAG, body.get("alarm")
+    elif name in ("limit_tripped", "limit_cleared"):
+        key, value = EVENT_ROW_TAG, body.get("row")
+    else:
+        return {}
+    # A name from the firmware's tables; anything else stays in the detail only.
+    if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() \
+            and not value.endswith("\\"):
+        return {key: value}
+    return {}
 
 
 def _event_text(name: str, extras: dict[str, Any]) -> str:
@@ -423,15 +537,18 @@ def event_points(payload: Any, topic: Topic) -> list[str]:
         t = _check_time(ev.get("time_ns"), where)
         extras = {k: v for k, v in ev.items()
                   if k not in envelope_keys and k not in ("event", "time_ns", "severity")}
+        body = _event_body(ev, extras)
         fields: dict[str, FieldValue] = {
             "title": name,
-            "text": _event_text(name, extras)[:MAX_STRING_FIELD],
+            # What happened, for the annotation: the event's own body, not the envelope.
+            "text": _event_text(name, body)[:MAX_STRING_FIELD],
             "detail": json.dumps(extras, sort_keys=True)[:MAX_STRING_FIELD],
         }
         seq = ev.get("seq")
         if isinstance(seq, int) and not isinstance(seq, bool):
             fields["seq"] = seq
-        ev_tags = dict(tags, event=name, severity=event_severity(name, ev.get("severity")))
+        ev_tags = dict(tags, event=name, severity=event_severity(name, ev.get("severity"), body),
+                       **_diagnosis_tags(name, body))
         lines.append(lineproto.point(EVENT, ev_tags, fields, t))
     return lines
 
@@ -696,6 +813,8 @@ def _points_for(topic: Topic, payload: Any, received_ns: int) -> list[str]:
         return eis_points(payload, topic)
     elif topic.leaf == "status":
         return rig_status_points(payload, topic, received_ns)
+    elif topic.leaf == "actuators":
+        return actuator_points(payload, topic)
     raise PayloadError(f"no ingest rule for topic leaf {topic.leaf!r}")
 
 

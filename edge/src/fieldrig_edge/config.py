@@ -91,6 +91,9 @@ class GatewayConfig:
     # stored_timeout_s. Off: rows leave on the broker's PUBACK (no ingester in the loop).
     confirm_stored: bool = True
     stored_timeout_s: float = 30.0
+    # Ask each rig for its status this often and publish its actuator state (set-points,
+    # heater duty, press position: the SAMPLE carries none; docs/mqtt.md). 0: never.
+    actuator_poll_s: float = 5.0
     # Group commit of the spool; rigs are acked right after each commit.
     commit_interval_s: float = 0.02
     sync_interval_s: float = 5.0
@@ -323,6 +326,10 @@ def from_dict(raw: dict[str, Any], base: Path, env: dict[str, str] | None = None
         opts["health_interval_s"] = pt.number("health_interval_s", 10, 0.1, 3600)
         opts["confirm_stored"] = pt.take("confirm_stored", bool, True)
         opts["stored_timeout_s"] = pt.number("stored_timeout_s", 30, 0.5, 86_400)
+        poll = pt.number("actuator_poll_s", 5, 0, 3600)
+        if 0 < poll < 0.5:
+            raise ConfigError("publish.actuator_poll_s: 0 (off) or at least 0.5")
+        opts["actuator_poll_s"] = poll
         pt.done()
     lt = top.sub("link")
     if lt is not None:

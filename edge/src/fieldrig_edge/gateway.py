@@ -39,6 +39,7 @@ from fieldrig_edge.config import GatewayConfig
 from fieldrig_edge.mqtt import Client, PublishRefused, tls_context, user_property
 from fieldrig_edge.session import ReplyTo, RigSession
 from fieldrig_edge.spool import (
+    KIND_ACTUATOR,
     KIND_GATEWAY,
     KIND_IMPEDANCE,
     KIND_RESPONSE,
@@ -534,8 +535,11 @@ class Gateway:
                     await self._dead_letter(m, f"invalid message: {exc}")
                     continue
                 # A response nobody waits for any more is not retried (its requester
-                # gave up); everything else the ingesters store is.
-                if rc == NO_MATCHING_SUBSCRIBERS and m.kind != KIND_RESPONSE:
+                # gave up), nor an actuator state nobody follows (the next poll brings a
+                # newer one; retrying would hold everything behind it, e.g. for
+                # ingesters that do not subscribe to it yet); everything else the
+                # ingesters store is.
+                if rc == NO_MATCHING_SUBSCRIBERS and m.kind not in _NOT_RETRIED:
                     self.stats.no_subscribers += 1
                     log.info("broker had no subscriber for a message: publishing it again",
                              extra={"topic": m.topic})
@@ -731,6 +735,8 @@ class Gateway:
             self.add_row(self.response_row(reply_to, rig, body))
 
 
+# Row kinds a PUBACK 0x10 (no subscriber: discarded) does not send again.
+_NOT_RETRIED = frozenset({KIND_RESPONSE, KIND_ACTUATOR})
 # Row kinds published in batches: topic leaf and the payload's array (docs/mqtt.md).
 _BATCHED = {KIND_TELEMETRY: ("telemetry", "samples"), KIND_IMPEDANCE: ("impedance", "points")}
 

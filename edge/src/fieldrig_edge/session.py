@@ -39,6 +39,7 @@ from fieldrig_edge import commands, link
 from fieldrig_edge.commands import Command, CommandError
 from fieldrig_edge.config import RigConfig
 from fieldrig_edge.spool import (
+    KIND_ACTUATOR,
     KIND_EIS,
     KIND_EVENT,
     KIND_IMPEDANCE,
@@ -63,6 +64,17 @@ MAX_WRITE_BUFFER = 256 * 1024  # a rig that does not read its link gets no more 
 MAX_QUEUED_COMMANDS = 8
 DUP_ACK_INTERVAL_S = 0.05
 ACK_REPEAT_S = 0.25          # cumulative ACK heartbeat on a reliable link
+# The gateway's own status poll (actuator state, docs/mqtt.md): answered by every rig
+# state, and read-only on the rig.
+STATUS_POLL = Command("status", {})
+# The rig's ``status`` result -> the actuator state's fields (firmware/fieldrig/app.py
+# Rig.status): set-points and duty as numbers (null: output off), range and press
+# position as integers, the state's name.
+ACTUATOR_FROM_STATUS = {"current_set_ma": "current_setpoint_ma",
+                        "temp_set_c": "temp_setpoint_c",
+                        "pressure_set_mpa": "pressure_setpoint_mpa",
+                        "heater_duty": "heater_duty"}
+ACTUATOR_INTS_FROM_STATUS = {"range": "current_range", "press_position": "press_position_steps"}
 # Last resort (a rig that breaks the contract): go-back rounds without the expected seq
 # before the stream is resynchronised at what the rig does send, reported as a gap.
 STALL_ROUNDS = 8
@@ -109,6 +121,8 @@ class RigHealth:
     reliable_dropped: int = 0     # reliable messages the rig reported lost (tombstones)
     hello_repeats: int = 0        # HELLOs repeated by the rig on a live connection
     resyncs: int = 0              # last-resort resynchronisations (a rig bug: see log)
+    actuator_polls: int = 0       # status polls answered and published as actuator state
+    actuator_poll_failures: int = 0  # status polls refused, timed out or not answerable
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -116,11 +130,16 @@ class RigHealth:
 
 @dataclass(slots=True)
 class ReplyTo:
-    """Where a command's response goes: the request's v5 response topic + correlation."""
+    """Where a command's response goes: the request's v5 response topic + correlation.
+    No topic: the gateway's own request (the status poll), answered to nobody."""
 
-    topic: str
+    topic: str | None
     correlation: bytes | None
     cmd: str
+
+    @property
+    def internal(self) -> bool:
+        return self.topic is None
 
 
 @dataclass(slots=True)
@@ -194,6 +213,16 @@ class RigSession:
 
     async def run(self) -> None:
         """Connect, serve, reconnect with backoff; forever (cancel to stop)."""
+        poller = (asyncio.create_task(self._poll_actuators(), name=f"poll-{self.cfg.rig}")
+                  if self.gw.cfg.actuator_poll_s > 0 else None)
+        try:
+            await self._serve_forever()
+        finally:
+            if poller is not None:
+                poller.cancel()
+                await asyncio.gather(poller, return_exceptions=True)
+
+    async def _serve_forever(self) -> None:
         backoff = 0.05
         while True:
             self._set_state("connecting")
@@ -550,7 +579,10 @@ class RigSession:
         t = lk.clock.to_utc(_uptime_ns(s))
         self.health.time_clamped += lk.clock.clamped - clamped
         body = json.dumps({
-            "seq": s.seq, "time_ns": t,
+            # uptime_ns: the rig's own clock. time_ns is its mapping, kept strictly
+            # increasing (clamped where the rig's clock runs ahead of ours), so durations
+            # and charge are measured on the uptime downstream (docs/mqtt.md).
+            "seq": s.seq, "time_ns": t, "uptime_ns": _uptime_ns(s),
             "cell_voltage_v": _num(s.cell_voltage_v),
             "cell_current_ma": _num(s.cell_current_ma),
             "cell_temp_c": _num(s.cell_temp_c),
@@ -702,12 +734,13 @@ class RigSession:
         else:
             body["error"] = str(rep.get("error", "rig_error"))
             body["detail"] = str(rep.get("detail", ""))
-        self.gw.add_row(self.gw.response_row(pend.reply_to, self.cfg.rig, body,
-                                             boot=lk.boot, seq=p.seq))
-        if ok:
-            self.health.commands_ok += 1
-        else:
-            self.health.commands_failed += 1
+        if not pend.reply_to.internal:
+            self.gw.add_row(self.gw.response_row(pend.reply_to, self.cfg.rig, body,
+                                                 boot=lk.boot, seq=p.seq))
+            if ok:
+                self.health.commands_ok += 1
+            else:
+                self.health.commands_failed += 1
         if not pend.future.done():
             pend.future.set_result(body)
 
@@ -877,8 +910,12 @@ class RigSession:
         self.pending[seq] = Pending(reply_to, fut, lk.boot)
         deadline = loop.time() + self.gw.cfg.command_timeout_s
         first = True
-        log.info("command to rig", extra={"rig": self.cfg.rig, "cmd": cmd.cmd,
-                                          "cmd_seq": seq, "cmd_args": cmd.args})
+        # The gateway's own polls are not the operators' commands: kept out of their
+        # counters and of the INFO log (one every few seconds per rig).
+        internal = reply_to.internal
+        log.log(logging.DEBUG if internal else logging.INFO, "command to rig",
+                extra={"rig": self.cfg.rig, "cmd": cmd.cmd, "cmd_seq": seq,
+                       "cmd_args": cmd.args})
         while not fut.done():
             cur = self.link
             if cur is not None and cur.boot == lk.boot:
@@ -886,14 +923,19 @@ class RigSession:
                 # it at most once and re-sends its stored REPLY (docs/link.md).
                 self._write(frame)
                 if first:
-                    self.health.commands_sent += 1
+                    if not internal:
+                        self.health.commands_sent += 1
                     first = False
-                else:
+                elif not internal:
                     self.health.command_retransmits += 1
             remaining = deadline - loop.time()
             if remaining <= 0:
                 self.pending.pop(seq, None)
-                self.health.command_timeouts += 1
+                if internal:
+                    # Its reply, should it still come, is wanted by nobody: no late_reply.
+                    self._answered.add(seq)
+                else:
+                    self.health.command_timeouts += 1
                 raise CommandError("timeout", f"rig {self.cfg.rig} did not reply to "
                                    f"{cmd.cmd} within {self.gw.cfg.command_timeout_s} s; "
                                    "it may or may not have run")
@@ -907,6 +949,69 @@ class RigSession:
             finally:
                 link_changed.cancel()
         return await fut
+
+    # -------------------------------------------------------------- actuator state
+
+    async def _poll_actuators(self) -> None:
+        """Every ``actuator_poll_s``: the rig's ``status`` through the command path (one
+        command at a time with the operators', numbered per boot), published as its
+        actuator state. The SAMPLE carries no set-points (docs/link.md), and the status
+        reply is where the firmware reports them."""
+        period = self.gw.cfg.actuator_poll_s
+        while True:
+            await asyncio.sleep(period)
+            lk = self.link
+            if lk is None or lk.legacy or not lk.clock.ready:
+                continue  # nothing to ask, or no clock yet to give the state its time
+            try:
+                reply = await self.command(STATUS_POLL, ReplyTo(None, None, STATUS_POLL.cmd))
+            except CommandError as exc:
+                self.health.actuator_poll_failures += 1
+                log.debug("status poll failed", extra={"rig": self.cfg.rig,
+                                                       "error": exc.code})
+                continue
+            if self._spool_actuators(reply):
+                self.health.actuator_polls += 1
+            else:
+                self.health.actuator_poll_failures += 1
+
+    def _spool_actuators(self, reply: dict[str, Any]) -> bool:
+        """One actuator-state message from a status reply (docs/mqtt.md, "Actuator
+        state"); False when the reply holds none."""
+        result = reply.get("result")
+        lk = self.link
+        if reply.get("ok") is not True or not isinstance(result, dict) or lk is None \
+                or not lk.clock.ready \
+                or lk.boot != reply.get("boot"):
+            return False
+        state: dict[str, Any] = {}
+        for key, name in ACTUATOR_FROM_STATUS.items():
+            v = result.get(key)
+            if v is None or (isinstance(v, int | float) and not isinstance(v, bool)):
+                state[name] = None if v is None else _num(float(v))
+        for key, name in ACTUATOR_INTS_FROM_STATUS.items():
+            v = result.get(key)
+            if isinstance(v, int) and not isinstance(v, bool):
+                state[name] = v
+        if not any(v is not None for v in state.values()):
+            return False
+        if isinstance(result.get("state"), str) and result["state"]:
+            state["state"] = result["state"]
+        # The rig's uptime at the reply, on the samples' timeline (its mapping, like an
+        # impedance point's: not the samples' strictly-increasing clamp). The status
+        # gives whole seconds: the state is placed up to 1 s early, at polls seconds apart.
+        up = result.get("uptime_s")
+        if isinstance(up, int) and not isinstance(up, bool) and up >= 0:
+            t = lk.clock.peek_utc(up * 1_000_000_000)
+        else:
+            t = time.time_ns()
+        payload = self.gw.envelope(self.cfg, lk.boot)
+        payload.update({"time_ns": t, "uptime_s": up if isinstance(up, int) else None,
+                        **state})
+        self.gw.add_row(Row(KIND_ACTUATOR, self.cfg.rig, _dumps(payload), lk.boot, None,
+                            None, self.cfg.cell, self.cfg.run,
+                            topic=self.gw.rig_topic(self.cfg.rig, "actuators")))
+        return True
 
     # ---------------------------------------------------------------------- status
 

@@ -36,6 +36,7 @@ KIND_EVENT = "e"       # a rig EVENT (reliable stream)
 KIND_EIS = "x"         # an EIS spectrum or sweep chunk (reliable stream)
 KIND_RESPONSE = "r"    # a command response (from a rig REPLY or a gateway refusal)
 KIND_GATEWAY = "g"     # an event the gateway itself reports (gaps, spool drops, boots)
+KIND_ACTUATOR = "a"    # a rig's actuator state, from the gateway's status poll
 
 # Rows the ingesters confirm (stored watermark, docs/mqtt.md): the rig's data, per stream.
 STORED_KINDS = {0x10: (KIND_TELEMETRY, KIND_IMPEDANCE), 0x20: (KIND_EVENT, KIND_EIS)}

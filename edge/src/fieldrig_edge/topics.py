@@ -1,9 +1,11 @@
 """The MQTT v5 topic tree and payload schema the gateway publishes (contract: docs/mqtt.md).
 
     fieldrig/v1/{site}/{rig}/telemetry   samples, QoS 1, JSON, schema 1
+    fieldrig/v1/{site}/{rig}/impedance   impedance points, QoS 1
     fieldrig/v1/{site}/{rig}/events      rig events, QoS 1
     fieldrig/v1/{site}/{rig}/eis         EIS spectra, QoS 1
     fieldrig/v1/{site}/{rig}/status      retained rig status
+    fieldrig/v1/{site}/{rig}/actuators   actuator state (set-points, duty), QoS 1, polled
     fieldrig/v1/{site}/{rig}/stored/{boot}  retained: what the ingesters stored (from them)
     fieldrig/v1/{site}/{rig}/cmd         command requests (response topic + correlation data)
     fieldrig/v1/{site}/gateway/{gw}/status   retained gateway status, last will "offline"

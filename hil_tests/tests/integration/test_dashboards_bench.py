@@ -11,9 +11,12 @@ aggregates (``fieldrig db backfill``). Every query of every dashboard runs as Gr
 interpolates it, with the run's site, rig and run, at each ``$rp`` resolution; so do the
 template variables, the annotation query and the alert rules' queries.
 
-Panels that no bench run can fill today are strict expected failures naming the reason
-(``NO_BENCH_DATA``): when the gap is closed they pass, and the entry must go. The
-dead-letter panels have their own test: a healthy bench run dead-letters nothing.
+Panels that no bench run can fill are strict expected failures naming the reason
+(``NO_BENCH_DATA``, empty now: the set-point panels are filled from the gateway's status
+polls, the alarm panels from the firmware's classified alarm events); when a gap is
+closed the entry must go. The dead-letter panels have their own test: a healthy bench
+run dead-letters nothing. The analytics' results are checked against what the firmware
+itself sent: its samples' charge and count, its alarms and recipe results.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from fieldrig_cloud import dashboards
@@ -47,19 +51,8 @@ DURATION_S = 360.0
 # The rig the rig-level dashboards look at: the one whose recipe sweeps EIS.
 RIG = "ccd-ladder"
 
-_SETPOINTS = ("the firmware's SAMPLE (docs/link.md, <IIffffB) carries no set-points or "
-              "heater duty and the gateway publishes none, so no actuator_state point is "
-              "ever written from a rig")
-_ALARMS = ("the firmware's alarms are EVENTs named echem_alarm / limit_tripped (kind in the "
-           "body); the gateway adds no severity and the ingester's ALARM_EVENTS "
-           "(fieldrig_cloud/schema.py) does not know those names, so they are stored with "
-           "severity=info and the severity='alarm' filter finds none")
-NO_BENCH_DATA = {
-    "current_setpoint": _SETPOINTS,
-    "temp_setpoint": _SETPOINTS,
-    "pressure_setpoint": _SETPOINTS,
-    "alarm_count": _ALARMS,
-}
+# query name -> why a bench run cannot fill it (a strict xfail; none left).
+NO_BENCH_DATA: dict[str, str] = {}
 DEAD_LETTER_QUERIES = ("dead_letter_count", "dead_letters")
 
 ALL_QUERIES = sorted({q for names in dashboards.all_panel_queries().values() for q in names})
@@ -81,12 +74,32 @@ CASES = [_case(n, rp) for n in ALL_QUERIES if n not in DEAD_LETTER_QUERIES
 
 
 @dataclass(frozen=True)
+class Firmware:
+    """What one rig's firmware sent on its link (the demo's tap): the truth the stored
+    analytics must agree with."""
+
+    samples: int
+    charge_mah: float    # ∫|I| dt over its samples, on its own clock
+    duration_s: float    # first to last sample, on its own clock
+    events: list[dict[str, Any]]  # EVENT bodies, in order
+
+
+@dataclass(frozen=True)
 class BenchRun:
     db: InfluxDB
     start_ns: int
     end_ns: int
     ran_ns: int  # wall clock once the run was stored: where the alert rules evaluate
     rigs: tuple[str, ...]
+    firmware: dict[str, Firmware]
+
+
+def _firmware(r: Any) -> Firmware:
+    ss = sorted((s for _t, _boot, s in r.obs.samples), key=lambda s: s.seq)
+    up = np.array([s.uptime_s + s.uptime_us / 1e6 for s in ss])
+    i_ma = np.array([s.cell_current_ma for s in ss])
+    charge = float(np.sum(np.abs(i_ma[1:] + i_ma[:-1]) / 2 * np.diff(up))) / 3600
+    return Firmware(len(ss), charge, float(up[-1] - up[0]), [e.body for e in r.obs.events])
 
 
 def _series(db: InfluxDB, q: str) -> list[dict[str, Any]]:
@@ -164,7 +177,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchRun]:
         inside = _series(db, f'SELECT count("seq") FROM "cell_sample" WHERE time >= '
                              f"{start_ns} AND time <= {end_ns}")
         assert _values(inside) == [stored]
-        yield BenchRun(db, start_ns, end_ns, ran_ns, tuple(by_id))
+        yield BenchRun(db, start_ns, end_ns, ran_ns, tuple(by_id),
+                       {r.rig_id: _firmware(r) for r in lab.rigs})
 
 
 @pytest.mark.parametrize(("name", "rp"), CASES)
@@ -231,3 +245,52 @@ def test_alert_rules_judge_the_bench_run(bench: BenchRun, rule: dashboards.Alert
     assert any(compare(v, rule.threshold) for v in last) is fires, (q, last)
     if rule.query == "sample_count":
         assert {s["tags"]["rig"] for s in series} == set(bench.rigs), series
+
+
+def _stored(db: InfluxDB, measurement: str) -> dict[str, dict[str, Any]]:
+    """rig -> the run's one stored analytics point of ``measurement`` (keep policy)."""
+    out = {}
+    for series in _series(db, f'SELECT * FROM "keep"."{measurement}" WHERE "site" = '
+                              f"'{SITE}' AND \"run\" = '{RUN}' GROUP BY \"rig\""):
+        [row] = series["values"]
+        out[series["tags"]["rig"]] = dict(zip(series["columns"], row, strict=True))
+    return out
+
+
+def test_run_summaries_agree_with_what_the_firmware_sent(bench: BenchRun) -> None:
+    # The bench's rig clock runs ahead of the gateway's: most stored UTC times are 1 ns
+    # apart (docs/demo.md, "Limits"). Charge and duration are on the firmware's clock;
+    # impedance points share the telemetry numbers and are no missing samples.
+    summaries = _stored(bench.db, "run_summary")
+    assert set(summaries) == set(bench.rigs)
+    for rig, fw in bench.firmware.items():
+        got = summaries[rig]
+        assert (got["samples"], got["missing_samples"], got["dropped_samples"]) == (
+            fw.samples, 0, 0), (rig, got)
+        assert got["charge_mah"] == pytest.approx(fw.charge_mah, rel=1e-3), (rig, got)
+        assert got["duration_s"] == pytest.approx(fw.duration_s, abs=1e-3), (rig, got)
+    assert bench.firmware[RIG].charge_mah > 0.01  # the ladder moved charge
+
+
+def test_ccd_results_agree_with_the_firmware(bench: BenchRun) -> None:
+    ccd = _stored(bench.db, "ccd_result")
+    for rig, fw in bench.firmware.items():
+        got = ccd[rig]
+        done = [e for e in fw.events if e.get("event") == "recipe_done"
+                and e.get("ccd_ma_cm2") is not None]
+        shorts = [e for e in fw.events if e.get("event") == "echem_alarm"
+                  and e.get("kind") in ("soft_short", "hard_short")]
+        if done:  # the ladder's own result
+            assert (got["source"], got["ccd_ma_cm2"]) == (
+                "firmware_recipe", pytest.approx(done[-1]["ccd_ma_cm2"])), (rig, got)
+        elif shorts:  # the firmware's short alarm, placed on its samples
+            assert (got["source"], got["detection"]) == (
+                "firmware_alarm", shorts[0]["kind"]), (rig, got)
+        else:  # no short seen by the firmware, and none invented from a rest
+            assert got["ccd_ma"] is None and got["detection"] == "none", (rig, got)
+    # The dendrite rig's story: the detector's soft short while fast plating at 2.6 mA/cm²
+    # (demo_programs.dendrite_recipe), after the 0.3 mA/cm² baseline passed.
+    dendrite = ccd["dendrite"]
+    assert dendrite["source"] == "firmware_alarm"
+    assert dendrite["ccd_ma_cm2"] == pytest.approx(2.6, rel=0.01), dendrite
+    assert dendrite["last_safe_ma_cm2"] == pytest.approx(0.3, rel=0.01), dendrite
