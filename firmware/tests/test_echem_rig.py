@@ -87,12 +87,10 @@ EIS = {"recipe": 1, "name": "eis", "area_cm2": 1.0, "steps": [
     {"type": "rest", "until": {"time_s": 1}}]}
 
 
-def _eis_step_sweeps_and_sends_the_spectrum():
+def _run_eis_recipe(b):
+    """Load and run the EIS recipe on bench b until it is done."""
     from fieldrig.echem_host import recipe_host
 
-    cell = _cell()
-    b = Bench(cell=cell, creep_tau_s=1e12)
-    b.run_ms(600)
     host = recipe_host(b.rig)
     host.load(EIS)
     host.start()
@@ -101,6 +99,13 @@ def _eis_step_sweeps_and_sends_the_spectrum():
         if host.state == "done":
             break
     assert host.state == "done", host.status()
+
+
+def _eis_step_sweeps_and_sends_the_spectrum():
+    cell = _cell()
+    b = Bench(cell=cell, creep_tau_s=1e12)
+    b.run_ms(600)
+    _run_eis_recipe(b)
     chunks = b.eis_chunks()
     assert [c["chunk"] for c in chunks] == list(range(chunks[0]["chunks"])), chunks
     pts = []
@@ -126,7 +131,7 @@ def _tracking_after_an_eis_sweep_plays_its_own_multisine():
     # The sweep and the tracking share one waveform table: after a sweep, tracking must
     # excite its own bins again (it played the sweep's last tone, every estimate came
     # out ~200 % uncertain and none reached the detector).
-    from fieldrig.echem_host import impedance_host, recipe_host
+    from fieldrig.echem_host import impedance_host
 
     cell = _cell()
     b = Bench(cell=cell, creep_tau_s=1e12)
@@ -136,14 +141,7 @@ def _tracking_after_an_eis_sweep_plays_its_own_multisine():
     imp = impedance_host(b.rig)
     before = imp.observations
     assert before >= 2
-    host = recipe_host(b.rig)
-    host.load(EIS)
-    host.start()
-    for _ in range(100):
-        b.run_ms(200)
-        if host.state == "done":
-            break
-    assert host.state == "done", host.status()
+    _run_eis_recipe(b)
     n = len(b.impedance_points())
     b.run_ms(3000)
     after = [p for p in b.impedance_points()[n:] if p[7] & 0xF0 == 0]  # source: tracking
