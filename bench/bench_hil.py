@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fieldrig_edge import link
 from fieldrig_hil.bench import BenchRig
 from fieldrig_hil.bench.mpbuild import micropypath
 from fieldrig_hil.services import micropython_binary
@@ -127,9 +128,12 @@ def cycling(hours: float, step_ms: int, period_ms: int, cell_dt_s: float | None,
     cycles = max(1, math.ceil(hours / 2))
     recipe = recipes.symmetric_cycling(sc.geometry.area_cm2, 0.3, 0.3, cycles,
                                        name="bench-hil cycling")
+    # Without impedance: the firmware's own cadence while a recipe runs goes to 0 too
+    # (board option echem_track_period_s), else it would track every 30 s regardless.
+    opts = {} if impedance else {"echem_track_period_s": "0"}
     with tempfile.TemporaryDirectory() as d:
         rig = BenchRig(Path(d), sc, seed, step_ms=step_ms, period_ms=period_ms, drive=False,
-                       plant=plant)
+                       plant=plant, firmware_opts=opts)
         rig.start()
         try:
             rig.call("set_pressure", pressure_mpa=5.0)
@@ -161,7 +165,9 @@ def cycling(hours: float, step_ms: int, period_ms: int, cell_dt_s: float | None,
             cpu_py = time.process_time() - cpu0[1]
             trips = [b.get("row") for b in rig.event_bodies("limit_tripped")]
             alarms = [b.get("kind") for b in rig.event_bodies("echem_alarm")]
-            steps_done = len(rig.event_bodies("recipe_step"))
+            # Tracking on or off is what the firmware did, not what was asked.
+            impedance_points = sum(1 for _, pk in rig.edge.telemetry_other
+                                   if pk.msg_type == link.MSG_IMPEDANCE)
             return {
                 "virtual_s": virtual, "wall_s": wall, "speed_x": virtual / wall,
                 "cpu_firmware_s": cpu_fw, "cpu_bench_s": cpu_py,
@@ -170,8 +176,10 @@ def cycling(hours: float, step_ms: int, period_ms: int, cell_dt_s: float | None,
                 "wall_plant_s": rig.wall_plant_s - w0[1],
                 "wall_link_s": rig.wall_link_s - w0[2],
                 "steps": len(rig.steps), "samples": len(rig.edge.samples),
-                "impedance_tracking": tracking, "track_period_s": track_period_s,
-                "recipe_steps": steps_done, "recipe_done": bool(rig.event_bodies("recipe_done")),
+                "impedance_tracking": tracking,
+                "track_period_s": track_period_s if impedance else 0.0,
+                "impedance_points": impedance_points,
+                "recipe_done": bool(rig.event_bodies("recipe_done")),
                 "trips": trips, "alarms": alarms,
                 "step_ms": step_ms, "period_ms": period_ms, "cell_dt_s": cell_dt_s,
             }

@@ -348,8 +348,12 @@ class ADS131M04:
         fifo = self._fifo
         for k in range(len(fifo)):
             self._result(k)
+        self._latest_codes()
+
+    def _latest_codes(self):
         if len(self._latest) == 5:
             self._latest = self._codes(self._latest)
+        return self._latest
 
     def _result(self, k):
         """Codes of buffered result k, worked out on first use."""
@@ -487,12 +491,7 @@ class ADS131M04:
             if pending is None:
                 self._crc_err = False  # CRC_ERR is reported once in the STATUS word
             fifo = self._fifo
-            if fifo:
-                codes = self._result(0)
-            else:
-                if len(self._latest) == 5:
-                    self._latest = self._codes(self._latest)
-                codes = self._latest
+            codes = self._result(0) if fifo else self._latest_codes()
             self._frame_sample = bool(fifo)
             for ch in range(N_CH):
                 self._put_data(ws * (1 + ch), codes[ch])
