@@ -198,21 +198,20 @@ class CcdResult:
     reported_ccd_ma_cm2: float | None = None
     reported_last_safe_ma_cm2: float | None = None
 
+    def _density(self, reported: float | None, current_ma: float | None) -> float | None:
+        if reported is not None:
+            return reported
+        if current_ma is None or not self.area_cm2:
+            return None
+        return current_ma / self.area_cm2
+
     @property
     def ccd_ma_cm2(self) -> float | None:
-        if self.reported_ccd_ma_cm2 is not None:
-            return self.reported_ccd_ma_cm2
-        if self.ccd_ma is None or not self.area_cm2:
-            return None
-        return self.ccd_ma / self.area_cm2
+        return self._density(self.reported_ccd_ma_cm2, self.ccd_ma)
 
     @property
     def last_safe_ma_cm2(self) -> float | None:
-        if self.reported_last_safe_ma_cm2 is not None:
-            return self.reported_last_safe_ma_cm2
-        if self.last_safe_ma is None or not self.area_cm2:
-            return None
-        return self.last_safe_ma / self.area_cm2
+        return self._density(self.reported_last_safe_ma_cm2, self.last_safe_ma)
 
 
 def reading_noise_ma(current_ma: FloatArray) -> float:
