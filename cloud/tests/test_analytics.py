@@ -159,6 +159,24 @@ def test_healthy_ladder_has_no_ccd_and_noise_does_not_trigger() -> None:
     assert (r.ccd_ma, r.detection, r.steps, r.last_safe_ma) == (None, "none", 6, 0.6)
 
 
+def test_an_eis_excitation_in_a_rest_is_not_counted_as_cycles() -> None:
+    # Two plate/strip cycles at 10 Hz; in the rest after each plating an EIS sweep's
+    # excitation is caught sample by sample at alternating sign (+-0.05 mA).
+    rng = np.random.default_rng(3)
+    i: list[float] = []
+    for _ in range(2):
+        i += [0.36] * 600
+        i += [0.05 * (-1) ** k for k in range(40)] + [0.0] * 60
+        i += [-0.36] * 600
+    cur = np.asarray(i) + rng.normal(0.0, 1e-5, len(i))
+    n = len(cur)
+    t = [T0 + k * 100_000_000 for k in range(n)]
+    r = analytics.summarize_run(t, cur, np.full(n, 30.0), np.full(n, 5.0), list(range(n)))
+    assert r.cycles == 2
+    # The excitation alone: no half-cycle of 5 samples or more.
+    assert analytics.half_cycles(np.sign(np.asarray(i[600:640]))) == 0
+
+
 def test_run_summary_charge_cycles_and_gaps() -> None:
     s = ladder(T0, [0.36] * 2, None, per_step=1000, period_ns=1_000_000_000, alternate=True)
     del s[500:510]  # ten samples lost mid-run (seq gap of 10, time gap of 11 s)

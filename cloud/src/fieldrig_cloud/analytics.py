@@ -164,6 +164,8 @@ MIN_CURRENT_MA = 1e-6
 CURRENT_SNR = 5.0
 # ... and it is not a rest's offset: at least this fraction of the run's largest step.
 REST_FRACTION = 1e-3
+# A polarity held for fewer samples than this is not a half-cycle (run summaries).
+MIN_HALF_CYCLE_SAMPLES = 5
 
 # Where a stored CCD comes from (``ccd_result.source``).
 SOURCE_RECIPE = "firmware_recipe"   # the firmware's CCD-ladder result (recipe_done)
@@ -263,6 +265,21 @@ def current_mask(current_ma: FloatArray, steps: list[Step]) -> npt.NDArray[np.bo
         if st.carries_current:
             mask[st.start:st.end] = mag[st.start:st.end] > 0.5 * st.current_ma
     return mask
+
+
+def half_cycles(signs: FloatArray, min_run: int = MIN_HALF_CYCLE_SAMPLES) -> int:
+    """Half-cycles in the polarity of the flowing samples: runs of one sign of at least
+    ``min_run`` samples, neighbours of the same sign merged. The samples of an EIS
+    sweep's or a tracking block's excitation, or of short reverse pulses, alternate
+    sign sample to sample: they are not cycles."""
+    sg = np.asarray(signs, dtype=float)
+    if len(sg) == 0:
+        return 0
+    edges = np.flatnonzero(np.diff(sg)) + 1
+    starts = np.r_[0, edges]
+    ends = np.r_[edges, len(sg)]
+    kept = [sg[a] for a, b in zip(starts, ends, strict=True) if b - a >= min_run]
+    return sum(1 for k in range(len(kept)) if k == 0 or kept[k] != kept[k - 1])
 
 
 def _first_persistent(mask: npt.NDArray[np.bool_], persist: int) -> int | None:
@@ -525,7 +542,7 @@ def summarize_run(time_ns: Sequence[int], current_ma: Sequence[float],
         # A cycle is plating then stripping: count polarity changes of the current where
         # it flows (a rest's readings change sign with their noise).
         signs = np.sign(i_ma[current_mask(i_ma, segment_steps(i_ma))])
-        cycles = int(np.count_nonzero(np.diff(signs)) + 1) // 2 if len(signs) else 0
+        cycles = (half_cycles(signs) + 1) // 2
     missing = dropped = 0
     seq_arr = np.asarray(seq, dtype=np.int64)
     boot_arr = np.asarray(boots)
