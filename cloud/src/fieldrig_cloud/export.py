@@ -1,8 +1,9 @@
 """Export a run to CSV and Parquet, and plot it (columns: docs/cloud.md).
 
 Samples are read in time windows (so months of 10 Hz data never sit in one response)
-with a progress bar, joined with the set-points and single-frequency impedance stored at
-the same timestamps, and written with stable, documented column names and units.
+with a progress bar, joined with the single-frequency impedance stored at the same
+timestamps, the polled set-points carried onto every row (``carry_setpoints``), and
+written with stable, documented column names and units.
 """
 
 from __future__ import annotations
@@ -92,18 +93,21 @@ async def load_table(influx: InfluxHttp, site: str, rig: str, run: str,
     tick = progress(n_windows, 0) if progress else None
     w = run_filter(site, rig, run)
     rows: dict[int, dict[str, Any]] = {}
+    states: dict[int, dict[str, Any]] = {}
     for k in range(n_windows):
         a, b = start + k * step, min(start + (k + 1) * step, end + 1)
         tw = f"{w} AND time >= {a} AND time < {b}"
         for measurement in ("cell_sample", "actuator_state", "impedance"):
+            into = states if measurement == "actuator_state" else rows
             for r in await influx.rows(f'SELECT * FROM "raw"."{measurement}" WHERE {tw}'):
                 t = int(r["time"])
-                row = rows.setdefault(t, {"time": _iso(t), "time_ns": t})
+                row = into.setdefault(t, {"time": _iso(t), "time_ns": t})
                 for col, src, fld, _, _ in RUN_COLUMNS:
                     if src == measurement and r.get(fld) is not None:
                         row[col] = r[fld]
         if tick:
             tick(1)
+    carry_setpoints(rows, states)
     eis = []
     for sw in group_sweeps(await influx.rows(f'SELECT * FROM "keep"."eis_spectrum" WHERE {w}')):
         # One row per point in sweep order (chunk, then place in the chunk), skipped
@@ -123,6 +127,28 @@ async def load_table(influx: InfluxHttp, site: str, rig: str, run: str,
             if v is not None and kind == "int64":
                 r[col] = int(v)
     return RunTable(ordered, eis)
+
+
+SETPOINT_COLUMNS = [c for c, src, *_ in RUN_COLUMNS if src == "actuator_state"]
+
+
+def carry_setpoints(rows: dict[int, dict[str, Any]],
+                    states: dict[int, dict[str, Any]]) -> None:
+    """Set-points are a state, polled at their own instants (the gateway's ``status``
+    poll): each sample and impedance row (time -> row) gets the latest state at or
+    before its time; a state at a row's own time is that row's. A state is never a row
+    of its own (a table of samples with a set-point row every 5 s between them)."""
+    last: dict[str, Any] = {}
+    order = sorted(states)
+    j = 0
+    for t in sorted(rows):
+        while j < len(order) and order[j] <= t:
+            st = states[order[j]]
+            last = {c: st[c] for c in SETPOINT_COLUMNS if c in st}
+            j += 1
+        row = rows[t]
+        for c, v in last.items():
+            row.setdefault(c, v)
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
