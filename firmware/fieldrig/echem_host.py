@@ -5,6 +5,8 @@ without a block ADC never loads the impedance modules, and one that only tracks
 impedance never loads the recipe modules (docs/firmware.md, "Resource budget").
 """
 
+IMPEDANCE_EVERY = 10  # echem ticks (10 ms) per impedance service while nothing is on
+
 
 def latch_safe_state(rig, kind):
     """A hard short (detector or recipe mitigation): the rig's safe state, latched like
@@ -48,6 +50,7 @@ class Echem:
 
     def __init__(self, rig):
         self.rig = rig
+        self._impedance_wait = 0  # echem ticks until the next impedance service
         rig.recipes = None
         rig.impedance = None
         rig.pulse_gate = rig.board.get("pulse_gate")
@@ -60,12 +63,21 @@ class Echem:
         return rh is not None and rh.running()
 
     def tick(self):
-        """The rig's ``echem`` task, every 10 ms."""
+        """The rig's ``echem`` task, every 10 ms: the recipe (program.RecipeHost.tick
+        decides when its runner has work), and the impedance host every 100 ms (tracking
+        is due on a seconds grid), every 10 ms while a sweep runs or when the current
+        set-point has just changed (the detector times its settling from it)."""
         rig = self.rig
         if rig.recipes is not None:
             rig.recipes.tick()
-        if rig.impedance is not None:
-            rig.impedance.service()
+        imp = rig.impedance
+        if imp is not None:
+            if (self._impedance_wait <= 0 or imp.sweep is not None
+                    or rig.galvanostat.setpoint_ma != imp.seen_setpoint_ma):
+                self._impedance_wait = IMPEDANCE_EVERY - 1
+                imp.service()
+            else:
+                self._impedance_wait -= 1
 
     def abort(self, reason):
         if self.rig.recipes is not None:

@@ -85,10 +85,15 @@ def compact(obj):
 
 def alarm_event(ev):
     """A detector event for the link: evidence rows without their signal and statistic
-    names (both follow from the row id in ``detect.ROWS``), floats rounded."""
+    names (both follow from the row id in ``detect.ROWS``), floats rounded (``t_s``, the
+    uptime, to the ms)."""
     out = {}
     for k in ev:
-        if k != "evidence":
+        if k == "t_s" and isinstance(ev[k], float):
+            # Uptime: to the ms (5 significant digits would be 1 s steps after 3 h and
+            # 10 s after a day: lead times and alarm annotations need better).
+            out[k] = round(ev[k], 3)
+        elif k != "evidence":
             out[k] = compact(ev[k])
     if "evidence" in ev:
         items = []
@@ -210,7 +215,7 @@ class ImpedanceHost:
         self.observations = 0
         self.alarms = 0
         self.block_ms = 0  # duration of the last block read (settle included)
-        self._setpoint_ma = None
+        self.seen_setpoint_ma = None
         self.current_changed_s = None
         self._track_plan = None
         # self.unit holds the tracking multisine (True) or a sweep point's tone (False):
@@ -419,9 +424,9 @@ class ImpedanceHost:
         """Impedance task (every 100 ms): one sweep point, or a tracking block when due."""
         clock = self.rig.clock
         g = self.rig.galvanostat
-        if g.setpoint_ma != self._setpoint_ma:
+        if g.setpoint_ma != self.seen_setpoint_ma:
             # The overpotential / LF baselines wait for the cell to settle after this.
-            self._setpoint_ma = g.setpoint_ma
+            self.seen_setpoint_ma = g.setpoint_ma
             self.current_changed_s = clock.s + clock.us / 1000000.0
         if self.sweep is not None:
             self._sweep_step()
@@ -506,6 +511,7 @@ class ImpedanceHost:
         rh = rig.recipes
         if rh is not None:
             rh.m.impedance_ohm = lf.mag_ohm
+            rh.wake()  # an impedance end condition is checked at once
         limit = self.opts["min_detect_rel_err"]
         if lf.rel_err > limit or hf.rel_err > limit:
             return ests  # too noisy to judge the cell by: telemetry only
@@ -619,6 +625,7 @@ class ImpedanceHost:
                 rh = self.rig.recipes
                 if rh is not None:
                     rh.m.impedance_ohm = est.mag_ohm
+                    rh.wake()
         if sw["j"] >= len(sw["freqs"]):
             self._finish_sweep(None)
 
@@ -642,6 +649,7 @@ class ImpedanceHost:
         rh = rig.recipes
         if rh is not None:
             rh.m.eis_done = sw["eis_seq"]
+            rh.wake()
 
     def status(self):
         return {"period_s": self.effective_period_s(), "supported": self.supported,

@@ -1,7 +1,9 @@
 """Recipes on the running rig: load, start, abort, tick, apply, persist, resume.
 
 ``RecipeHost`` owns the recipe (validated by ``echem.recipe``) and its ``RecipeRunner``.
-Every 10 ms (the rig's ``echem`` task: software pulse phases are >= 10 ms) it fills the
+The rig's ``echem`` task calls it every 10 ms (software pulse phases are >= 10 ms); when
+something can have happened to the runner (``tick``: its planned time, at most 100 ms
+away, an alarm, a voltage cut-off, an output someone else changed) it fills the
 runner's ``Measurements`` from the rig's signals, ticks it and applies the ``Output``:
 
 - current: ``galvanostat.set_current_ma`` when the set-point changes (off when the
@@ -21,7 +23,7 @@ per its ``on_reset`` field, and says which in an EVENT.
 """
 
 from fieldrig import commands as cmds
-from fieldrig.clock import diff_ms
+from fieldrig.clock import DIFF_MS_CAP, US_PER_S, diff_ms
 from fieldrig.echem import recipe as rcp
 from fieldrig.echem_host import (
     block_adc,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 CURSOR_SAVE_S = 60  # periodic cursor save: at most this much step time is lost by a reset
 MS_REBASE = 1 << 28  # keep the runner's ms counter a small int on 32-bit ports
+IDLE_TICK_MS = 100  # longest gap between runner ticks (temperature, pressure, sweep done)
 MAX_RECIPE_TEXT = 16384  # chunked recipe_load: longest assembled JSON text
 
 STATE_IDLE = "idle"  # nothing loaded
@@ -67,6 +70,11 @@ class RecipeHost:
         self._ms = 0
         self._last_s = 0
         self._last_us = 0
+        # The runner's next planned tick and voltage window (tick): due at once.
+        self._due_s = 0
+        self._due_us = 0
+        self._v_lo = -rcp.NO_LIMIT_V
+        self._v_hi = rcp.NO_LIMIT_V
         self._applied_ma = None  # last current set-point applied (None: re-apply)
         self._pulse = None  # describe() of the train running on the gate
         self._temp_c = None
@@ -148,6 +156,7 @@ class RecipeHost:
         self._last_s = clock.s
         self._last_us = clock.us
         self._save_s = clock.s
+        self.wake()
         rig = self.rig
         if rig.impedance is not None:
             # A new experiment: conditions and cell state differ from what was learned.
@@ -224,20 +233,46 @@ class RecipeHost:
     # ---- alarms ------------------------------------------------------------------------
 
     def on_alarm(self, ev):
-        """A detector alarm for the runner's next tick."""
+        """A detector alarm for the runner's next tick (the next 10 ms pass)."""
         self._alarms.append(ev)
+
+    def wake(self):
+        """News for the runner (an impedance result, a finished sweep): tick it at the
+        next 10 ms pass, not at its planned time."""
+        self._due_s = 0
+        self._due_us = 0
 
     # ---- the task ----------------------------------------------------------------------
 
     def tick(self):
+        """The echem task's recipe part, every 10 ms. The runner itself ticks only when
+        something can have happened to it: its planned time (``next_tick_ms``, at most
+        IDLE_TICK_MS away), an alarm, a cell voltage outside the step's voltage end
+        conditions, or a set-point that is no longer the one applied (an interlock or a
+        tracking block took the output). Step ends, pulse edges and cut-offs keep the
+        10 ms resolution; a 1 h plating step costs 10x fewer runner ticks."""
         if not self.running():
             return
         rig = self.rig
         clock = rig.clock
+        if not self._alarms and rig.galvanostat.setpoint_ma == self._applied_ma:
+            v = rig.signals.cell_voltage_v
+            s = clock.s
+            if not (v > self._v_hi or v < self._v_lo) and (
+                    s < self._due_s or (s == self._due_s and clock.us < self._due_us)):
+                return
         dt = diff_ms(clock.s, clock.us, self._last_s, self._last_us)
-        self._last_s = clock.s
-        self._last_us = clock.us
-        self._ms += dt if dt > 0 else 0
+        if 0 < dt < DIFF_MS_CAP:
+            # Keep the sub-ms rest: a board's passes come some us late, and dropping it
+            # at every tick would slow the recipe's clock by up to 1 ms per tick.
+            self._ms += dt
+            us = self._last_us + dt * 1000
+            self._last_s += us // US_PER_S
+            self._last_us = us % US_PER_S
+        elif dt != 0:
+            self._ms += dt if dt > 0 else 0
+            self._last_s = clock.s
+            self._last_us = clock.us
         runner = self.runner
         if self._ms > MS_REBASE and runner.last_ms is not None:
             runner.last_ms -= self._ms
@@ -274,6 +309,16 @@ class RecipeHost:
         out = runner.tick(self._ms, m)
         events.clear()
         self._apply(out)
+        if self.state == STATE_RUNNING:
+            self._plan(runner, m.current_ma)
+
+    def _plan(self, runner, current_ma):
+        """The runner's next planned tick and the voltage window that brings it sooner."""
+        ms = runner.next_tick_ms(IDLE_TICK_MS, current_ma)
+        us = self._last_us + ms * 1000
+        self._due_s = self._last_s + us // US_PER_S
+        self._due_us = us % US_PER_S
+        self._v_lo, self._v_hi = runner.voltage_window()
 
     def _apply(self, out):
         rig = self.rig

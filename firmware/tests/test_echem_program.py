@@ -218,6 +218,75 @@ def _reset_aborts_by_default_and_says_so_once():
         _cleanup(d)
 
 
+CUTOFF = {"recipe": 1, "name": "cutoff", "area_cm2": 0.5, "steps": [
+    {"type": "plate", "current_ma_cm2": 0.5, "until": {"time_s": 100, "voltage_v_above": 1.0}},
+    {"type": "rest", "until": {"time_s": 1.234}},
+    {"type": "strip", "current_ma_cm2": 0.5, "until": {"time_s": 100}}]}
+
+
+def _step_ends(b):
+    return [e for e in b.edge.events("recipe_step") if e["phase"] == "end"]
+
+
+def _runner_ticks_on_news_and_keeps_10_ms_resolution():
+    b = Bench()
+    b.run_ms(600)
+    host = _start(b, CUTOFF)
+    runner = host.runner
+    ticks = [0]
+    tick = runner.tick
+
+    def counted(now_ms, m):
+        ticks[0] += 1
+        return tick(now_ms, m)
+
+    runner.tick = counted
+    b.run_ms(5000)
+    # 5 s of plating with nothing happening: the runner ticks at its idle cadence
+    # (100 ms), not at every 10 ms echem pass.
+    assert 45 <= ticks[0] <= 55, ticks[0]
+    assert runner.path() == "steps[0]" and _step_ends(b) == []
+    # A voltage beyond the step's cut-off ends it at the next 10 ms pass.
+    b.cell.force_voltage_v = 1.2
+    b.run_ms(10)
+    assert runner.path() == "steps[1]", host.status()
+    b.cell.force_voltage_v = None
+    b.edge.read()
+    end = _step_ends(b)[0]
+    assert end["reason"] == "voltage_v_above" and 4.95 <= end["elapsed_s"] <= 5.02, end
+    # A time_s end keeps the 10 ms resolution: the 1.234 s rest ends by 1.244 s.
+    b.run_ms(1400)
+    end = _step_ends(b)[1]
+    assert end["reason"] == "time_s" and 1.234 <= end["elapsed_s"] <= 1.244, end
+    assert runner.path() == "steps[2]"
+    assert b.rig.galvanostat.setpoint_ma == -0.25
+
+
+def _recipe_clock_keeps_the_sub_ms_rest_of_late_passes():
+    b = Bench()
+    b.run_ms(600)
+    host = _start(b, {"recipe": 1, "name": "late", "area_cm2": 0.5,
+                      "steps": [{"type": "rest", "until": {"time_s": 100}}]})
+    # Passes 10.37 ms apart, as a board's run some us late: 1999 of them after the one
+    # that starts the step are 20729.63 ms. Dropping the sub-ms rest at every runner
+    # tick would lose 0.7 ms per tick (about 140 ms here).
+    for _ in range(2000):
+        b.clock.advance(10370)
+        host.tick()
+    host.wake()
+    host.tick()
+    el = host.runner.step_elapsed_ms
+    assert 20728 <= el <= 20730, el
+
+
+def test_runner_ticks_on_news_and_keeps_10_ms_resolution():
+    run_isolated(HERE, "_runner_ticks_on_news_and_keeps_10_ms_resolution")
+
+
+def test_recipe_clock_keeps_the_sub_ms_rest_of_late_passes():
+    run_isolated(HERE, "_recipe_clock_keeps_the_sub_ms_rest_of_late_passes")
+
+
 def test_programs_run_in_order():
     run_isolated(HERE, "_programs_run_in_order")
 

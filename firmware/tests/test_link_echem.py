@@ -77,3 +77,17 @@ def test_the_rig_frames_an_impedance_point_as_the_golden_frame():
     from doubles import run_isolated
 
     run_isolated("test_link_echem.py", "_rig_frames_an_impedance_point_as_the_golden_frame")
+
+
+def test_an_alarm_keeps_its_uptime_to_the_ms():
+    # Evidence floats go to 5 significant digits (frame size); the alarm's uptime must
+    # not: a day in, that would be 10 s steps.
+    from fieldrig.measure import alarm_event
+
+    ev = alarm_event({"event": "echem_alarm", "kind": "soft_short", "confidence": 0.912345,
+                      "t_s": 86412.3456, "evidence": [{"row": "z_drop", "signal": "ln_z",
+                                                       "stat": "cusum", "value": 1.234567}]})
+    assert ev["t_s"] == 86412.346, ev
+    assert abs(ev["confidence"] - 0.91234) < 2e-5, ev
+    ((k, row), (k2, v)) = sorted(ev["evidence"][0].items())
+    assert (k, row, k2) == ("row", "z_drop", "value") and v == 1.2346, ev

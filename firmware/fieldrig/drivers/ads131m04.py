@@ -193,6 +193,9 @@ class ADS131M04:
         self.cell_v_divider = cell_v_divider
         self.shunt_ohm = shunt_ohm
         self.ref_v_divider = ref_v_divider
+        # read_cell's scales (gains, divider and shunt are fixed once constructed).
+        self._v_per_code = self.cell_v_per_code()
+        self._ma_per_code = self.cell_i_a_per_code() * 1000.0
         self.data_rate_sps = clkin_hz // 2 // osr
         # DRDY must fall within a few data periods; beyond that the part is gone.
         self.drdy_timeout_us = 4 * 1000000 // self.data_rate_sps + 2000
@@ -383,8 +386,7 @@ class ADS131M04:
         if not self.read_frame():
             return math.nan, math.nan
         codes = self.codes
-        return (codes[self.ch_v] * self.cell_v_per_code(),
-                codes[self.ch_i] * self.cell_i_a_per_code() * 1000.0)
+        return codes[self.ch_v] * self._v_per_code, codes[self.ch_i] * self._ma_per_code
 
     # -- scaling -------------------------------------------------------------------------
 

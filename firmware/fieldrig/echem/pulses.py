@@ -104,6 +104,12 @@ class PulseTrain:
     def done(self, t_ms):
         return t_ms >= self.duration_ms
 
+    def next_change_ms(self, t_ms):
+        """ms from t_ms until the step's set-point next changes (the train's end: the
+        PIO times the pulses), or None after it."""
+        left = self.duration_ms - t_ms
+        return left if left > 0 else None
+
     def mean_ma(self):
         return self.on_ma * self.duty
 
@@ -141,6 +147,21 @@ class SoftwareProgram:
 
     def done(self, t_ms):
         return self.count > 0 and t_ms >= self.count * self.period_ms
+
+    def next_change_ms(self, t_ms):
+        """ms from t_ms until the set-point next changes (a segment boundary or the
+        end), or None when it never does (one segment repeated forever: DC, rest)."""
+        if t_ms < 0:
+            return -t_ms
+        if self.done(t_ms) or (self.count == 0 and len(self.segments) == 1):
+            return None
+        r = t_ms % self.period_ms
+        edge = 0
+        for _, dur in self.segments:
+            edge += dur
+            if r < edge:
+                return edge - r
+        return self.period_ms - r  # not reached: r < period
 
     def setpoint_ma(self, t_ms):
         """Current at t_ms after the start; 0 once done."""

@@ -38,6 +38,7 @@ EIS_F_MIN_HZ = 0.01
 EIS_F_MAX_HZ = 16000.0  # Nyquist of the ADS131M04's 32 kSPS
 
 ALARM_KINDS = mit.KINDS
+NO_LIMIT_V = 1e30  # voltage_window's bound where a step has no voltage end condition
 # Output.actions: every dict with an "event" key is sent on the link as an EVENT; a dict
 # whose "action" is one of these is also executed by the platform (the runner applies
 # every other mitigation action itself, through the set-points it returns).
@@ -805,6 +806,56 @@ class RecipeRunner:
                 return self._output()
             self._start_step(now_ms)
         return self._output()
+
+    # ---- when to tick next (the platform ticks between two of these only on news)
+
+    def next_tick_ms(self, cap_ms, current_ma):
+        """ms until the runner next has something to do on its own clock, at most
+        cap_ms: a time_s end, an interlude's end, the program's next set-point change
+        (a software pulse edge) or the end of its count, or when the step's charge is
+        reached at current_ma (the measured current). 0: tick at once. Alarms, a
+        voltage outside ``voltage_window`` and new impedance results are news the
+        platform acts on itself; temperature, pressure and sweep completion are
+        checked at cap_ms."""
+        if self.state != "running" or not self.started:
+            return 0
+        best = cap_ms
+        u = None if self.interlude else self._step().get("until")
+        if self.interlude:
+            left = self.interlude[0][1]
+            if left < best:
+                best = left
+        elif u:
+            t = u.get("time_s")
+            if t is not None:
+                left = t * 1000 - self.step_elapsed_ms
+                if left < best:
+                    best = left
+            q = u.get("charge_mah_cm2")
+            if q is not None and current_ma != 0:
+                a = current_ma if current_ma > 0 else -current_ma
+                left = (q - self.step_charge) * self.area_cm2 * 3600000.0 / a
+                if left < best:
+                    best = left
+        prog = None if self.interlude else self.program
+        if prog is not None:
+            left = prog.next_change_ms(self.step_elapsed_ms)
+            if left is not None and left < best:
+                best = left
+        if best <= 0:
+            return 0
+        n = int(best)
+        return n if n == best else n + 1  # ceil: the condition holds by then
+
+    def voltage_window(self):
+        """(low_v, high_v): a cell voltage below low_v or above high_v ends the running
+        step (its voltage_v_below / voltage_v_above); +-NO_LIMIT_V where it has none."""
+        if self.state != "running" or self.interlude or not self.started:
+            return -NO_LIMIT_V, NO_LIMIT_V
+        u = self._step().get("until")
+        if not u:
+            return -NO_LIMIT_V, NO_LIMIT_V
+        return u.get("voltage_v_below", -NO_LIMIT_V), u.get("voltage_v_above", NO_LIMIT_V)
 
     def _ends_step_on(self, kind):
         # An alarm the current step ends on (e.g. a CCD ladder step) is not mitigated.
