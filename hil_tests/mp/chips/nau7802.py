@@ -156,10 +156,14 @@ class NAU7802:
 
     # -- virtual time --------------------------------------------------------------------
     def next_event_ns(self):
-        best = None
-        for t in (self._pur_at_ns, self._conv_at_ns, self._cal_at_ns):
-            if t is not None and (best is None or t < best):
-                best = t
+        # No tuple to loop over: the board asks every source after each bus access.
+        best = self._conv_at_ns
+        t = self._pur_at_ns
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self._cal_at_ns
+        if t is not None and (best is None or t < best):
+            best = t
         return best
 
     def on_event(self, now_ns):
