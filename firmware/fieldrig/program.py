@@ -70,9 +70,9 @@ class RecipeHost:
         self._ms = 0
         self._last_s = 0
         self._last_us = 0
-        # The runner's next planned tick and voltage window (tick): due at once.
-        self._due_s = 0
-        self._due_us = 0
+        # ms after _last_s/_last_us of the runner's next planned tick, and the voltage
+        # window that brings it sooner (tick): due at once.
+        self._wait_ms = 0
         self._v_lo = -rcp.NO_LIMIT_V
         self._v_hi = rcp.NO_LIMIT_V
         self._applied_ma = None  # last current set-point applied (None: re-apply)
@@ -239,8 +239,7 @@ class RecipeHost:
     def wake(self):
         """News for the runner (an impedance result, a finished sweep): tick it at the
         next 10 ms pass, not at its planned time."""
-        self._due_s = 0
-        self._due_us = 0
+        self._wait_ms = 0
 
     # ---- the task ----------------------------------------------------------------------
 
@@ -249,19 +248,18 @@ class RecipeHost:
         something can have happened to it: its planned time (``next_tick_ms``, at most
         IDLE_TICK_MS away), an alarm, a cell voltage outside the step's voltage end
         conditions, or a set-point that is no longer the one applied (an interlock or a
-        tracking block took the output). Step ends, pulse edges and cut-offs keep the
-        10 ms resolution; a 1 h plating step costs 10x fewer runner ticks."""
+        tracking block took the output). time_s ends, pulse edges and voltage cut-offs
+        keep the 10 ms resolution; a 1 h plating step costs 10x fewer runner ticks."""
         if not self.running():
             return
         rig = self.rig
         clock = rig.clock
-        if not self._alarms and rig.galvanostat.setpoint_ma == self._applied_ma:
-            v = rig.signals.cell_voltage_v
-            s = clock.s
-            if not (v > self._v_hi or v < self._v_lo) and (
-                    s < self._due_s or (s == self._due_s and clock.us < self._due_us)):
-                return
         dt = diff_ms(clock.s, clock.us, self._last_s, self._last_us)
+        if (dt < self._wait_ms and not self._alarms
+                and rig.galvanostat.setpoint_ma == self._applied_ma):
+            v = rig.signals.cell_voltage_v
+            if not (v > self._v_hi or v < self._v_lo):
+                return
         if 0 < dt < DIFF_MS_CAP:
             # Keep the sub-ms rest: a board's passes come some us late, and dropping it
             # at every tick would slow the recipe's clock by up to 1 ms per tick.
@@ -314,10 +312,7 @@ class RecipeHost:
 
     def _plan(self, runner, current_ma):
         """The runner's next planned tick and the voltage window that brings it sooner."""
-        ms = runner.next_tick_ms(IDLE_TICK_MS, current_ma)
-        us = self._last_us + ms * 1000
-        self._due_s = self._last_s + us // US_PER_S
-        self._due_us = us % US_PER_S
+        self._wait_ms = runner.next_tick_ms(IDLE_TICK_MS, current_ma)
         self._v_lo, self._v_hi = runner.voltage_window()
 
     def _apply(self, out):

@@ -820,12 +820,12 @@ class RecipeRunner:
         if self.state != "running" or not self.started:
             return 0
         best = cap_ms
-        u = None if self.interlude else self._step().get("until")
         if self.interlude:
             left = self.interlude[0][1]
             if left < best:
                 best = left
-        elif u:
+        else:
+            u = self._step().get("until") or {}
             t = u.get("time_s")
             if t is not None:
                 left = t * 1000 - self.step_elapsed_ms
@@ -837,11 +837,10 @@ class RecipeRunner:
                 left = (q - self.step_charge) * self.area_cm2 * 3600000.0 / a
                 if left < best:
                     best = left
-        prog = None if self.interlude else self.program
-        if prog is not None:
-            left = prog.next_change_ms(self.step_elapsed_ms)
-            if left is not None and left < best:
-                best = left
+            if self.program is not None:
+                left = self.program.next_change_ms(self.step_elapsed_ms)
+                if left is not None and left < best:
+                    best = left
         if best <= 0:
             return 0
         n = int(best)
@@ -852,9 +851,7 @@ class RecipeRunner:
         step (its voltage_v_below / voltage_v_above); +-NO_LIMIT_V where it has none."""
         if self.state != "running" or self.interlude or not self.started:
             return -NO_LIMIT_V, NO_LIMIT_V
-        u = self._step().get("until")
-        if not u:
-            return -NO_LIMIT_V, NO_LIMIT_V
+        u = self._step().get("until") or {}
         return u.get("voltage_v_below", -NO_LIMIT_V), u.get("voltage_v_above", NO_LIMIT_V)
 
     def _ends_step_on(self, kind):
